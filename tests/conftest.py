@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny random generator checkpoint, real LocalClusters, image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tilecolor.checkpoint import save_generator
+from tilecolor.nets import GeneratorSpec, UNetGenerator
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A small random-init generator (tile multiple of 16) with trained-looking BN stats."""
+    import torch
+
+    torch.manual_seed(0)
+    model = UNetGenerator(GeneratorSpec(width=4, depth=4, max_width=16))
+    # give batch norm non-trivial running statistics, as a trained model has
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(4, 1, 64, 64) * 2 - 1)
+    return save_generator(tmp_path_factory.mktemp("ckpt") / "tiny", model.eval(), tile=64,
+                          stride=32)
+
+
+@pytest.fixture(scope="session")
+def client2():
+    """A real LocalCluster with two worker processes."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def client1():
+    """A real LocalCluster with one worker process."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        yield client
+
+
+def smooth_image(h: int, w: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:
+    """A gray image with structure at several scales (noise alone hides tiling bugs)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = (0.5 + 0.25 * np.sin(x / 7.0 + seed) * np.cos(y / 11.0)
+           + 0.15 * np.sin((x + 2 * y) / 29.0) + 0.1 * rng.random((h, w)))
+    maxval = np.iinfo(dtype).max
+    return np.clip(img * maxval, 0, maxval).astype(dtype)

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from tilecolor.checkpoint import META, WEIGHTS, load_generator, save_generator
+from tilecolor.errors import CheckpointError
+from tilecolor.nets import GeneratorSpec, UNetGenerator
+
+SPEC = GeneratorSpec(width=4, depth=3, max_width=8)
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    torch.manual_seed(0)
+    return save_generator(tmp_path / "c", UNetGenerator(SPEC).eval(), tile=64, stride=32,
+                          extra={"metrics": {"l1": 0.1}})
+
+
+def test_round_trip(ckpt):
+    model, meta = load_generator(ckpt)
+    assert meta["metrics"] == {"l1": 0.1} and meta["tile"] == 64
+    torch.manual_seed(0)
+    ref = UNetGenerator(SPEC).eval()
+    x = torch.rand(1, 1, 16, 16)
+    torch.testing.assert_close(model(x), ref(x))
+    assert not model.training
+
+
+def test_half_precision_round_trip(tmp_path):
+    model = UNetGenerator(SPEC).eval()
+    save_generator(tmp_path / "h", model, tile=64, stride=32, half=True)
+    loaded, meta = load_generator(tmp_path / "h")
+    assert meta["dtype"] == "float16"
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.rand(1, 1, 16, 16)
+    torch.testing.assert_close(loaded(x), model(x), atol=2e-3, rtol=1e-2)
+
+
+def test_accepts_file_paths(ckpt):
+    load_generator(ckpt / META)
+    load_generator(ckpt / WEIGHTS)
+
+
+def test_tampered_weights(ckpt):
+    blob = bytearray((ckpt / WEIGHTS).read_bytes())
+    blob[-1] ^= 0xFF
+    (ckpt / WEIGHTS).write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_generator(ckpt)
+
+
+def test_truncated_weights(ckpt):
+    blob = (ckpt / WEIGHTS).read_bytes()
+    (ckpt / WEIGHTS).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="truncated or modified"):
+        load_generator(ckpt)
+
+
+def test_architecture_mismatch(ckpt):
+    meta = json.loads((ckpt / META).read_text())
+    meta["architecture"]["width"] = 8
+    (ckpt / META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_generator(ckpt)
+
+
+@pytest.mark.parametrize("content,match", [("{", "not valid JSON"), ('{"format": "x"}',
+                                                                      "not a tilecolor")])
+def test_bad_metadata(ckpt, content, match):
+    (ckpt / META).write_text(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_generator(ckpt)
+
+
+def test_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_generator(tmp_path / "nope")
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickle_payload_is_never_executed(tmp_path, monkeypatch):
+    """A pickle disguised as the weights file is rejected without unpickling it."""
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil"
+    bad.mkdir()
+    blob = pickle.dumps({"w": _Payload()})
+    (bad / WEIGHTS).write_bytes(blob)
+    import hashlib
+
+    (bad / META).write_text(json.dumps({
+        "format": "tilecolor-checkpoint", "version": 1, "tile": 64,
+        "architecture": SPEC.to_dict(), "sha256": hashlib.sha256(blob).hexdigest()}))
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_generator(bad)
+    assert not (tmp_path / "PWNED").exists()

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tilecolor.color import (compose_rgb, gray_to_lightness, lab_to_rgb, lightness_to_input,
+                             rgb_to_gray, rgb_to_lab)
+
+skcolor = pytest.importorskip("skimage.color")
+
+
+def test_rgb_to_lab_matches_scikit_image():
+    rgb = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    # skimage's D65 white differs from the sRGB matrix row sums in the 5th digit
+    np.testing.assert_allclose(rgb_to_lab(rgb), skcolor.rgb2lab(rgb), atol=0.01)
+
+
+def test_lab_round_trip():
+    rgb = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_gray_with_zero_chroma_comes_back_exactly(dtype):
+    gray = np.arange(np.iinfo(dtype).max + 1, dtype=dtype).reshape(1, -1)
+    rgb = compose_rgb(gray, np.zeros((*gray.shape, 2)), dtype)
+    assert rgb.dtype == dtype
+    for ch in range(3):
+        np.testing.assert_array_equal(rgb[..., ch], gray)
+
+
+def test_lightness_of_gray_matches_lab_of_gray_rgb():
+    gray = np.arange(256, dtype=np.uint8)
+    rgb = np.repeat((gray / 255.0).astype(np.float32)[:, None], 3, axis=1)
+    np.testing.assert_allclose(gray_to_lightness(gray), rgb_to_lab(rgb)[:, 0], atol=1e-3)
+    lab = rgb_to_lab(rgb)
+    np.testing.assert_allclose(lab[:, 1:], 0, atol=1e-3)
+
+
+def test_network_input_range():
+    x = lightness_to_input(gray_to_lightness(np.array([0, 255], np.uint8)))
+    np.testing.assert_allclose(x, [-1, 1], atol=1e-5)
+
+
+def test_rgb_to_gray_keeps_lightness():
+    rgb = np.random.default_rng(2).integers(0, 65536, (50, 50, 3), dtype=np.uint16)
+    gray = rgb_to_gray(rgb)
+    assert gray.dtype == np.uint16
+    np.testing.assert_allclose(gray_to_lightness(gray), rgb_to_lab(rgb / 65535.0)[..., 0],
+                               atol=0.01)
+
+
+def test_compose_keeps_lightness_of_in_gamut_colors():
+    rgb = np.random.default_rng(3).random((40, 40, 3)).astype(np.float32) * 0.8 + 0.1
+    lab = rgb_to_lab(rgb)
+    gray = rgb_to_gray((rgb * 65535).astype(np.uint16))
+    out = compose_rgb(gray, lab[..., 1:], np.float32)
+    np.testing.assert_allclose(out, rgb, atol=2e-3)

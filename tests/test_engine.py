@@ -1,0 +1,156 @@
+"""The Dask engine against oracles: identity/affine stand-ins must reproduce the stand-in
+applied to the whole image exactly, whatever the image size, tile, stride, block and blend."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import smooth_image
+from PIL import Image
+
+from tilecolor.color import compose_rgb, gray_to_lightness, lightness_to_input
+from tilecolor.engine import Settings, submit_image
+from tilecolor.io import probe
+from tilecolor.predict import make_predictor
+from tilecolor.store import WorkStore
+
+
+def affine(x: np.ndarray) -> np.ndarray:
+    """(N, 1, T, T) -> (N, 2, T, T): a pointwise stand-in for the generator."""
+    return np.concatenate([0.5 * x + 0.1, -0.25 * x - 0.05], axis=1)
+
+
+def identity(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, x], axis=1)
+
+
+def run_engine(client, tmp_path, img, settings, predict, output="ab", fmt="tiff"):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / ("in.tif" if fmt == "tiff" else "in.png")
+    if fmt == "tiff":
+        tifffile.imwrite(path, img, tile=(16, 16) if min(img.shape) >= 16 else None)
+    else:
+        Image.fromarray(img).save(path)
+    info = probe(path)
+    store = WorkStore.create(tmp_path / "work.zarr", settings.plan(*img.shape), info.dtype,
+                             output=output)
+    graph = submit_image(client, info, store, settings, predict)
+    client.gather(graph.reduces)
+    return store
+
+
+def whole(predict, img):
+    x = lightness_to_input(gray_to_lightness(img))[None, None]
+    return np.moveaxis(predict(x)[0], 0, -1) * 110.0  # (H, W, 2) Lab units
+
+
+CASES = [  # (h, w, tile, stride, block, blend)
+    (37, 53, 16, 8, 32, "cosine"),
+    (37, 53, 16, 8, 32, "uniform"),
+    (100, 131, 32, 24, 64, "uniform"),
+    (100, 131, 32, 24, 64, "cosine"),
+    (10, 7, 16, 4, 16, "cosine"),  # smaller than a tile: reflect-padded
+    (300, 257, 64, 64, 128, "cosine"),  # no overlap
+    (300, 257, 64, 20, 64, "cosine"),  # block not a multiple of the stride
+    (129, 300, 32, 5, 96, "uniform"),  # dense, the paper-like regime
+    (65, 200, 64, 48, 64, "cosine"),  # one-row-of-tiles image
+    (1, 90, 16, 8, 32, "cosine"),  # a single row of pixels
+]
+
+
+@pytest.mark.parametrize("h,w,tile,stride,block,blend", CASES)
+@pytest.mark.parametrize("stand_in", [affine, identity])
+def test_tiled_equals_whole_image_two_workers(client2, tmp_path, h, w, tile, stride, block,
+                                              blend, stand_in):
+    img = smooth_image(h, w, seed=h + w)
+    settings = Settings(tile=tile, stride=stride, block=block, blend=blend, batch_size=3)
+    store = run_engine(client2, tmp_path, img, settings, stand_in)
+    got = store.array("ab")[:] / 110.0
+    np.testing.assert_allclose(got, whole(stand_in, img) / 110.0, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("h,w,tile,stride,block,blend", CASES[::3])
+def test_tiled_equals_whole_image_one_worker_png(client1, tmp_path, h, w, tile, stride, block,
+                                                 blend):
+    img = smooth_image(h, w, seed=1)
+    settings = Settings(tile=tile, stride=stride, block=block, blend=blend, batch_size=5)
+    store = run_engine(client1, tmp_path, img, settings, affine, fmt="png")
+    np.testing.assert_allclose(store.array("ab")[:] / 110, whole(affine, img) / 110, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_rgb_output_is_original_lightness_plus_blended_chroma(client2, tmp_path, dtype):
+    img = smooth_image(150, 170, seed=3, dtype=dtype)
+    settings = Settings(tile=32, stride=24, block=64, blend="cosine")
+    store = run_engine(client2, tmp_path, img, settings, affine, output="rgb")
+    rgb = store.array("rgb")[:]
+    expected = compose_rgb(img, whole(affine, img), dtype)
+    assert rgb.dtype == dtype
+    assert np.abs(rgb.astype(np.int64) - expected.astype(np.int64)).max() <= 1
+
+
+def test_block_size_does_not_change_real_generator_output(client2, tmp_path, tiny_checkpoint):
+    """With a real (convolutional) generator, tiling differs from whole-image inference,
+    but the block decomposition must not: each tile is computed once, the same way."""
+    img = smooth_image(200, 230, seed=5)
+    predict = make_predictor(tiny_checkpoint, threads=1)
+    outs = []
+    for block in (64, 128, 256):
+        settings = Settings(tile=64, stride=48, block=block, blend="cosine", batch_size=4)
+        store = run_engine(client2, tmp_path / str(block), img, settings, predict)
+        outs.append(store.array("ab")[:])
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
+    np.testing.assert_allclose(outs[0], outs[2], atol=1e-4)
+
+
+def test_no_overlap_real_generator_matches_per_tile_inference(client1, tmp_path,
+                                                              tiny_checkpoint):
+    img = smooth_image(128, 192, seed=6)
+    predict = make_predictor(tiny_checkpoint, threads=1)
+    settings = Settings(tile=64, stride=64, block=128, blend="uniform", batch_size=4)
+    store = run_engine(client1, tmp_path, img, settings, predict)
+    x = lightness_to_input(gray_to_lightness(img))
+    tiles = np.stack([x[y : y + 64, c : c + 64] for y in (0, 64) for c in (0, 64, 128)])
+    pred = predict(tiles[:, None]) * 110
+    got = store.array("ab")[:]
+    for k, (y, c) in enumerate([(y, c) for y in (0, 64) for c in (0, 64, 128)]):
+        np.testing.assert_allclose(got[y : y + 64, c : c + 64], np.moveaxis(pred[k], 0, -1),
+                                   atol=1e-3)
+
+
+def test_model_loaded_once_per_worker_and_not_pickled(client2, tmp_path, tiny_checkpoint):
+    predict = make_predictor(tiny_checkpoint, threads=1)
+    assert len(pickle.dumps(predict)) < 1024  # a handle, not the weights
+    img = smooth_image(256, 256, seed=7)
+    settings = Settings(tile=64, stride=32, block=64, blend="cosine")
+    run_engine(client2, tmp_path, img, settings, predict)
+
+    def cached_models():
+        from tilecolor import predict as p
+
+        return sorted(k[0][:12] for k in p._CACHE)
+
+    per_worker = client2.run(cached_models)
+    assert per_worker, "no workers"
+    for keys in per_worker.values():  # 16 blocks ran; each process loaded the model once
+        assert keys.count(predict.digest[:12]) <= 1
+
+
+def test_finished_blocks_are_not_recomputed(client1, tmp_path):
+    img = smooth_image(100, 100, seed=8)
+    settings = Settings(tile=32, stride=16, block=32, blend="cosine")
+    store = run_engine(client1, tmp_path, img, settings, affine)
+    assert store.blocks_done().all()
+    ab = store.array("ab")[:]
+
+    def broken(x):
+        raise AssertionError("a finished block was recomputed")
+
+    info = probe(tmp_path / "in.tif")
+    graph = submit_image(client1, info, store, settings, broken)
+    assert graph.maps == []
+    client1.gather(graph.reduces)
+    np.testing.assert_array_equal(store.array("ab")[:], ab)

@@ -1,0 +1,3 @@
+from tilecolor.cli import main
+
+main()

@@ -1,0 +1,153 @@
+"""Generator checkpoints: safetensors weights plus JSON metadata, loaded without unpickling.
+
+A checkpoint is a directory::
+
+    generator.safetensors   the generator's state dict (float32 or float16 tensors)
+    checkpoint.json         format, architecture, color convention, tile/stride, training
+                            config and metrics, and the SHA-256 of generator.safetensors
+
+Loading checks the digest (tampering, truncation), the architecture and every tensor's name
+and shape, and raises :class:`CheckpointError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tilecolor.errors import CheckpointError, ConfigError
+from tilecolor.nets import GeneratorSpec, UNetGenerator
+
+FORMAT = "tilecolor-checkpoint"
+VERSION = 1
+WEIGHTS = "generator.safetensors"
+META = "checkpoint.json"
+COLOR = {"space": "CIELab D65", "input": "L/50 - 1", "output": "ab/110 (tanh)"}
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_generator(directory: str | Path, model: UNetGenerator, *, tile: int, stride: int,
+                   half: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a checkpoint directory; returns the directory.
+
+    ``half`` stores float16 weights (loaded back as float32), halving the file size.
+    ``extra`` (training config, step, data fingerprint, metrics...) goes into the JSON.
+    """
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    blob = save(state)
+    _atomic_write_bytes(directory / WEIGHTS, blob)
+    meta = {"format": FORMAT, "version": VERSION, "architecture": model.spec.to_dict(),
+            "color": COLOR, "tile": tile, "stride": stride,
+            "dtype": "float16" if half else "float32",
+            "sha256": hashlib.sha256(blob).hexdigest(), **(extra or {})}
+    _atomic_write_bytes(directory / META, (json.dumps(meta, indent=2) + "\n").encode())
+    return directory
+
+
+def resolve(path: str | Path) -> Path:
+    """Accept the directory, its checkpoint.json or its generator.safetensors."""
+    path = Path(path)
+    if path.is_file() and path.name in (META, WEIGHTS):
+        path = path.parent
+    if not path.is_dir():
+        raise CheckpointError(path, "no such checkpoint directory")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Parse and check checkpoint.json (not the weights)."""
+    path = resolve(path)
+    try:
+        meta = json.loads((path / META).read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(path, f"missing {META}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(path, f"{META} is not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(path, f"{META} is not a {FORMAT} file")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(path, f"unsupported checkpoint version {meta.get('version')!r}")
+    for key in ("architecture", "sha256", "tile"):
+        if key not in meta:
+            raise CheckpointError(path, f"{META} lacks {key!r}")
+    return meta
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu"
+                   ) -> tuple[UNetGenerator, dict[str, Any]]:
+    """Load a checkpoint's generator in eval mode, float32, on ``device``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = resolve(path)
+    meta = read_metadata(path)
+    try:
+        blob = (path / WEIGHTS).read_bytes()
+    except FileNotFoundError as e:
+        raise CheckpointError(path, f"missing {WEIGHTS}") from e
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != meta["sha256"]:
+        raise CheckpointError(path, f"{WEIGHTS} does not match the sha256 in {META} "
+                                    f"(truncated or modified): {digest[:12]} != "
+                                    f"{str(meta['sha256'])[:12]}")
+    try:
+        spec = GeneratorSpec.from_dict(meta["architecture"])
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(path, f"bad architecture in {META}: {e}") from e
+    try:
+        state = load(blob)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(path, f"{WEIGHTS} is not a valid safetensors file ({e})") from e
+    model = UNetGenerator(spec)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(path, f"weights do not match the architecture: missing "
+                                    f"{missing[:3]}, unexpected {unexpected[:3]}")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(path, f"tensor {name} has shape {tuple(tensor.shape)}, "
+                                        f"architecture wants {tuple(expected[name].shape)}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model.to(device).eval(), meta
+
+
+def default_checkpoint() -> Path:
+    """The model shipped with tilecolor (inside the wheel, or models/ in a source checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_models" / "default", here.parent / "models" / "default"):
+        if (candidate / META).is_file():
+            return candidate
+    raise CheckpointError(here / "_models" / "default",
+                          "the bundled default model is missing from this installation")

@@ -1,0 +1,127 @@
+"""sRGB <-> CIE Lab (D65) in float32, and the network's normalization of L and ab.
+
+A grayscale pixel value ``g`` means the sRGB gray (g, g, g). Its lightness L* is what the
+generator sees; the output keeps that L* and adds the predicted a*, b*. With a*=b*=0 the
+output is the input gray again (up to rounding), so the luminance detail never depends on
+the network or on tiling.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+# sRGB primaries, D65. The white point is taken as the matrix row sums so that gray maps to
+# a* = b* = 0 exactly and back.
+_RGB2XYZ = np.array(
+    [[0.412453, 0.357580, 0.180423],
+     [0.212671, 0.715160, 0.072169],
+     [0.019334, 0.119193, 0.950227]], dtype=np.float64)
+_XYZ2RGB = np.linalg.inv(_RGB2XYZ)
+_WHITE = _RGB2XYZ.sum(axis=1)
+_EPS = (6.0 / 29.0) ** 3
+_KAPPA = 3.0 * (6.0 / 29.0) ** 2
+
+L_SCALE = 50.0  #: network input = L / 50 - 1, in [-1, 1]
+AB_SCALE = 110.0  #: ab = network output * 110
+
+
+def srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] to linear light."""
+    v = np.asarray(v, dtype=np.float32)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """Linear light to sRGB encoding; input clipped to [0, 1]."""
+    c = np.clip(np.asarray(c, dtype=np.float32), 0.0, 1.0)
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def _f(t: np.ndarray) -> np.ndarray:
+    return np.where(t > _EPS, np.cbrt(np.maximum(t, _EPS)), t / _KAPPA + 4.0 / 29.0)
+
+
+def _finv(f: np.ndarray) -> np.ndarray:
+    return np.where(f > 6.0 / 29.0, f**3, _KAPPA * (f - 4.0 / 29.0))
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1], shape (..., 3) -> Lab, shape (..., 3), float32 (L in [0, 100])."""
+    lin = srgb_to_linear(rgb)
+    xyz = lin @ _RGB2XYZ.T.astype(np.float32) / _WHITE.astype(np.float32)
+    f = _f(xyz)
+    lab = np.stack([116.0 * f[..., 1] - 16.0,
+                    500.0 * (f[..., 0] - f[..., 1]),
+                    200.0 * (f[..., 1] - f[..., 2])], axis=-1)
+    return lab.astype(np.float32)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """Lab, shape (..., 3) -> sRGB in [0, 1], shape (..., 3), float32, clipped to the gamut."""
+    lab = np.asarray(lab, dtype=np.float32)
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    xyz = _finv(f) * _WHITE.astype(np.float32)
+    lin = xyz @ _XYZ2RGB.T.astype(np.float32)
+    return linear_to_srgb(lin)
+
+
+def lightness_from_luminance(y: np.ndarray) -> np.ndarray:
+    """Relative luminance Y in [0, 1] -> L* in [0, 100], float32."""
+    return (116.0 * _f(np.asarray(y, dtype=np.float64)) - 16.0).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _lightness_lut(maxval: int) -> np.ndarray:
+    levels = np.arange(maxval + 1, dtype=np.float64) / maxval
+    return lightness_from_luminance(srgb_to_linear(levels))
+
+
+def gray_to_lightness(gray: np.ndarray) -> np.ndarray:
+    """Gray pixel values (uint8, uint16, or float in [0, 1]) -> L* in [0, 100], float32."""
+    gray = np.asarray(gray)
+    if gray.dtype == np.uint8 or gray.dtype == np.uint16:
+        return _lightness_lut(int(np.iinfo(gray.dtype).max))[gray]
+    return lightness_from_luminance(srgb_to_linear(gray))
+
+
+def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
+    """Color pixels (..., 3) to the gray value with the same L*, in the input's dtype.
+
+    Integer inputs are scaled by their dtype's maximum; floats are taken in [0, 1].
+    """
+    rgb = np.asarray(rgb)
+    maxval = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else 1.0
+    lin = srgb_to_linear(rgb[..., :3].astype(np.float32) / maxval)
+    y = lin @ _RGB2XYZ[1].astype(np.float32)
+    gray = linear_to_srgb(y)
+    if rgb.dtype.kind in "ui":
+        return np.rint(gray * maxval).astype(rgb.dtype)
+    return gray.astype(rgb.dtype)
+
+
+def compose_rgb(gray: np.ndarray, ab: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Original gray plus predicted chroma -> RGB.
+
+    Parameters
+    ----------
+    gray : array (H, W), uint8/uint16 or float in [0, 1]
+        The input's own pixels; their L* is kept.
+    ab : array (H, W, 2), float
+        a*, b* in Lab units (roughly [-110, 110]).
+    dtype : numpy dtype
+        uint8 or uint16 output, scaled to the dtype's full range; float gives [0, 1].
+    """
+    lab = np.concatenate([gray_to_lightness(gray)[..., None], ab.astype(np.float32)], axis=-1)
+    rgb = lab_to_rgb(lab)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        return np.rint(rgb * np.iinfo(dtype).max).astype(dtype)
+    return rgb.astype(dtype)
+
+
+def lightness_to_input(lightness: np.ndarray) -> np.ndarray:
+    """L* in [0, 100] -> network input in [-1, 1]."""
+    return (np.asarray(lightness, dtype=np.float32) / L_SCALE - 1.0).astype(np.float32)

@@ -1,0 +1,142 @@
+"""The paper's networks: a U-Net generator (L -> ab) and a 70x70 PatchGAN discriminator.
+
+Follows pix2pix (Isola et al. 2017): 4x4 stride-2 convolutions, batch norm, LeakyReLU(0.2)
+down; 4x4 stride-2 transposed convolutions, batch norm, ReLU up; skip connections between
+mirrored levels; no bias before batch norm; N(0, 0.02) initialization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from tilecolor.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Architecture of the U-Net generator, stored in every checkpoint.
+
+    ``width`` is the first level's channel count; each deeper level doubles it up to
+    ``max_width``. ``depth`` is the number of stride-2 levels, so tiles must be a multiple
+    of ``2**depth``. Defaults are the paper's 256-px U-Net.
+    """
+
+    width: int = 64
+    depth: int = 8
+    max_width: int = 512
+    dropout: float = 0.0
+    in_channels: int = 1
+    out_channels: int = 2
+
+    def __post_init__(self) -> None:
+        if self.depth < 2:
+            raise ConfigError(f"generator depth must be >= 2, got depth={self.depth}")
+        if self.width < 1 or self.max_width < self.width:
+            raise ConfigError(f"need 1 <= width <= max_width, got {self.width}, {self.max_width}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got dropout={self.dropout}")
+
+    @property
+    def widths(self) -> list[int]:
+        return [min(self.width * 2**i, self.max_width) for i in range(self.depth)]
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be a multiple of this."""
+        return 2**self.depth
+
+    def to_dict(self) -> dict:
+        return {"name": "unet", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GeneratorSpec:
+        d = dict(d)
+        if d.pop("name", "unet") != "unet":
+            raise ConfigError(f"unknown generator architecture {d!r}")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown generator keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class UNetGenerator(nn.Module):
+    """U-Net: (B, 1, H, W) lightness in [-1, 1] -> (B, 2, H, W) ab in [-1, 1] (tanh)."""
+
+    def __init__(self, spec: GeneratorSpec = GeneratorSpec()) -> None:
+        super().__init__()
+        self.spec = spec
+        w, d = spec.widths, spec.depth
+        down: list[nn.Module] = [nn.Conv2d(spec.in_channels, w[0], 4, 2, 1)]
+        for i in range(1, d - 1):
+            down.append(nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(w[i - 1], w[i], 4, 2, 1,
+                                                                   bias=False),
+                                      nn.BatchNorm2d(w[i])))
+        # Innermost level: no norm (pix2pix), its output can be 1x1 for one image.
+        down.append(nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(w[d - 2], w[d - 1], 4, 2, 1)))
+        self.down = nn.ModuleList(down)
+
+        up: list[nn.Module] = []
+        for i in range(d - 1, 0, -1):  # from the innermost level outwards
+            cin = w[i] if i == d - 1 else 2 * w[i]
+            layers = [nn.ReLU(), nn.ConvTranspose2d(cin, w[i - 1], 4, 2, 1, bias=False),
+                      nn.BatchNorm2d(w[i - 1])]
+            if spec.dropout > 0 and i >= d - 3:
+                layers.append(nn.Dropout(spec.dropout))
+            up.append(nn.Sequential(*layers))
+        up.append(nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * w[0], spec.out_channels, 4, 2, 1),
+                                nn.Tanh()))
+        self.up = nn.ModuleList(up)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] % self.spec.multiple or x.shape[-1] % self.spec.multiple:
+            raise ValueError(f"input sides must be multiples of {self.spec.multiple}, "
+                             f"got {tuple(x.shape[-2:])}")
+        skips = []
+        h = x
+        for layer in self.down:
+            h = layer(h)
+            skips.append(h)
+        # skips[-1] is the innermost output; mirrored levels concatenate on the way up.
+        for j, layer in enumerate(self.up):
+            if j > 0:
+                h = torch.cat([h, skips[-1 - j]], dim=1)
+            h = layer(h)
+        return h
+
+
+class PatchDiscriminator(nn.Module):
+    """70x70 PatchGAN on (L, ab): (B, 3, H, W) -> (B, 1, H/8 - 2, W/8 - 2) real/fake logits."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(width * prev, width * mult, 4, stride, 1, bias=False),
+                       nn.BatchNorm2d(width * mult), nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(width * mult, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+        self.apply(_init_weights)
+
+    def forward(self, lightness: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([lightness, ab], dim=1))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

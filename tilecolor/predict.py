@@ -1,0 +1,104 @@
+"""Turn a checkpoint into ``predict(batch) -> batch``, loaded once per process.
+
+The engine calls ``predict`` with a float32 array (N, 1, T, T) of network input (L/50 - 1)
+and gets (N, 2, T, T) of ab/110 back. :class:`GeneratorPredictor` is a small picklable
+description (checkpoint path + digest + device settings); the model itself is loaded on
+first use in each Dask worker process and cached by digest, never pickled into tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tilecolor.checkpoint import file_digest, load_generator, read_metadata, resolve
+from tilecolor.errors import ConfigError
+
+_CACHE: dict[tuple[str, str], object] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class GeneratorPredictor:
+    """Picklable handle on a checkpoint's generator.
+
+    Parameters
+    ----------
+    checkpoint : str
+        Checkpoint directory.
+    digest : str
+        SHA-256 of its weights (the cache key and part of the run fingerprint).
+    device : {"cpu", "cuda"}
+    precision : {"fp32", "bf16", "fp16"}
+        Autocast dtype on CUDA; CPU always runs float32.
+    threads : int or None
+        torch intra-op threads per worker process (Dask nannies set OMP_NUM_THREADS=1,
+        so this must be set explicitly to use more than one core).
+    """
+
+    checkpoint: str
+    digest: str
+    device: str = "cpu"
+    precision: str = "fp32"
+    threads: int | None = None
+
+    def _model(self):
+        import torch
+
+        key = (self.digest, self.device)
+        model = _CACHE.get(key)
+        if model is None:
+            with _LOCK:
+                model = _CACHE.get(key)
+                if model is None:
+                    if self.threads:
+                        torch.set_num_threads(self.threads)
+                    model, _ = load_generator(self.checkpoint, device=self.device)
+                    if self.device.startswith("cuda"):
+                        model = model.to(memory_format=torch.channels_last)
+                    _CACHE[key] = model
+        return model
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        model = self._model()
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            if self.device.startswith("cuda"):
+                x = x.pin_memory().to(self.device, non_blocking=True)
+                x = x.contiguous(memory_format=torch.channels_last)
+                dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+                with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                    y = model(x)
+                return y.float().cpu().numpy()
+            return model(x).numpy()
+
+
+def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: str = "fp32",
+                   threads: int | None = None, validate: bool = True) -> GeneratorPredictor:
+    """Check a checkpoint on the driver (fails early, with CheckpointError) and describe it.
+
+    ``validate`` loads the weights once here so a bad checkpoint is reported before any
+    task runs.
+    """
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"device must be cpu or cuda, got device={device!r}")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"precision must be fp32, bf16 or fp16, got precision={precision!r}")
+    path = resolve(checkpoint)
+    read_metadata(path)
+    if validate:
+        load_generator(path)
+    digest = file_digest(path / "generator.safetensors")
+    return GeneratorPredictor(str(path.resolve()), digest, device, precision, threads)
+
+
+def default_threads(workers: int) -> int:
+    """torch threads per worker: the machine's cores shared evenly by the worker processes."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, workers))

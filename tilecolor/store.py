@@ -1,0 +1,89 @@
+"""The per-image working Zarr store.
+
+Layout (one group per input image)::
+
+    L         (H, W)                   the input's gray, chunked block x block
+    partial   (2, nby*Fy, nbx*Fx)      float32 sum(w * ab) of each block's footprint; chunk
+                                       (r, c) belongs to block (r, c) alone (one writer)
+    map_done  (nby, nbx) uint8         explicit record of finished blocks (a chunk equal to
+                                       the fill value is never written, so "chunk exists"
+                                       cannot be the done marker)
+    rgb       (H, W, 3)                final pixels (or ``ab`` (H, W, 2) float32 Lab units)
+
+The weight sum is not stored: it is separable and recomputed from the geometry.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from tilecolor.tiling import Plan, footprint_capacity
+
+_FAST = BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")
+
+
+def output_rows(block: int) -> int:
+    """Row chunk of the output array: a TIFF tile row when blocks are multiples of it."""
+    return 256 if block % 256 == 0 else block
+
+
+class WorkStore:
+    """Handle on a working store; cheap to pickle (it only holds the path)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __reduce__(self):
+        return (WorkStore, (str(self.path),))
+
+    @classmethod
+    def create(cls, path: str | Path, plan: Plan, dtype: str, *, output: str = "rgb",
+               attrs: dict[str, Any] | None = None) -> WorkStore:
+        """Create (replacing any previous content) the arrays for one image."""
+        path = Path(path)
+        group = zarr.open_group(str(path), mode="w")
+        rows, cols = plan.rows, plan.cols
+        fy, fx = footprint_capacity(rows), footprint_capacity(cols)
+        h, w, b = plan.height, plan.width, plan.block
+        group.create_array("L", shape=(h, w), chunks=(min(b, h), min(b, w)), dtype=dtype,
+                           fill_value=0)
+        group.create_array("partial", shape=(2, len(rows) * fy, len(cols) * fx),
+                           chunks=(2, fy, fx), dtype="float32", fill_value=0.0,
+                           compressors=_FAST)
+        group.create_array("map_done", shape=(len(rows), len(cols)), chunks=(1, 1),
+                           dtype="uint8", fill_value=0)
+        out_rows = min(output_rows(b), h)
+        if output == "rgb":
+            group.create_array("rgb", shape=(h, w, 3), chunks=(out_rows, min(b, w), 3),
+                               dtype=dtype, fill_value=0)
+        elif output == "ab":
+            group.create_array("ab", shape=(h, w, 2), chunks=(out_rows, min(b, w), 2),
+                               dtype="float32", fill_value=0.0)
+        else:
+            raise ValueError(f"output must be 'rgb' or 'ab', got {output!r}")
+        group.attrs.update({"footprint": [fy, fx], "output": output, **(attrs or {})})
+        return cls(path)
+
+    def array(self, name: str, mode: str = "r") -> zarr.Array:
+        return zarr.open_array(str(self.path / name), mode=mode)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(zarr.open_group(str(self.path), mode="r").attrs)
+
+    def footprint(self) -> tuple[int, int]:
+        fy, fx = self.attrs["footprint"]
+        return int(fy), int(fx)
+
+    def blocks_done(self) -> np.ndarray:
+        return self.array("map_done")[:] > 0
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+

@@ -3,8 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tilecolor.color import (compose_rgb, gray_to_lightness, lab_to_rgb, lightness_to_input,
-                             rgb_to_gray, rgb_to_lab)
+from tilecolor.color import (
+    compose_rgb,
+    gray_to_lightness,
+    lab_to_rgb,
+    lightness_to_input,
+    rgb_to_gray,
+    rgb_to_lab,
+)
 
 skcolor = pytest.importorskip("skimage.color")
 

@@ -10,21 +10,18 @@ over the whole image is separable too: ``sum_w(y, x) = sum_y(y) * sum_x(x)``.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 from tilecolor.tiling import tile_origins
 
 
-class Blend(str, Enum):
+class Blend(StrEnum):
     """How overlapping tile predictions are merged."""
 
     COSINE = "cosine"  #: raised-cosine ramps across each overlap (default)
     UNIFORM = "uniform"  #: the paper's plain average
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def raised_cosine(n: int) -> np.ndarray:

@@ -1,33 +1,88 @@
-"""Where the Dask graph runs: an embedded LocalCluster (default) or an existing scheduler."""
+"""Where the Dask graph runs: an embedded LocalCluster (default), an existing scheduler, or
+batch-job workers on SLURM/PBS through dask-jobqueue."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from tilecolor.config import ClusterConfig
+from tilecolor.errors import ConfigError, TilecolorError
 
 log = logging.getLogger("tilecolor")
 
 
-@contextmanager
-def connect(scheduler: str | None = None, *, workers: int = 1, dashboard_address: str =
-            "127.0.0.1:8787", host: str = "127.0.0.1", gpus: int = 0,
-            security=None) -> Iterator:
-    """Yield a ``distributed.Client``.
+def jobqueue_cluster(cfg: ClusterConfig):
+    """A dask-jobqueue cluster (not yet scaled) for ``cfg.kind`` slurm or pbs.
 
-    With ``scheduler`` (``tcp://host:8786`` or ``tls://...`` with ``security``) it connects to
-    that cluster. Otherwise it starts a LocalCluster of ``workers`` processes with one task
-    thread each (the generator uses torch threads inside the task), listening on ``host``
-    only, dashboard on ``dashboard_address``. ``gpus`` > 0 gives each worker ``GPU=1``.
+    Each job runs one worker process of ``cores`` threads... of which tilecolor uses one task
+    thread (torch uses the cores inside the task). With ``gpus``, the job asks the batch
+    system for them and the worker offers ``GPU=1`` to the inference tasks.
+    """
+    try:
+        import dask_jobqueue
+    except ImportError as e:
+        raise ConfigError("cluster.kind = 'slurm'/'pbs' needs dask-jobqueue "
+                          "(pip install 'tilecolor[cluster]')") from e
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[cfg.kind]
+    extra = list(cfg.job_extra)
+    worker_args = ["--nthreads", "1"]
+    if cfg.gpus:
+        if cfg.kind == "slurm" and not any(x.startswith("--gres") for x in extra):
+            extra.append(f"--gres=gpu:{cfg.gpus}")
+        worker_args += ["--resources", "GPU=1"]
+    kwargs = dict(cores=cfg.cores, processes=1, memory=cfg.memory, walltime=cfg.walltime,
+                  queue=cfg.queue, account=cfg.account, job_extra_directives=extra,
+                  worker_extra_args=worker_args, python=sys.executable,
+                  scheduler_options={"host": cfg.host,
+                                     "dashboard_address": cfg.dashboard_address})
+    return cls(**kwargs)
+
+
+@contextmanager
+def connect(cfg: ClusterConfig, *, security=None) -> Iterator:
+    """Yield a ``distributed.Client`` for ``cfg``.
+
+    ``local`` starts a LocalCluster of ``cfg.workers`` processes with one task thread each
+    (the generator uses torch threads inside the task), listening on ``cfg.host`` only.
+    ``address`` connects to ``cfg.address`` (``tls://`` with ``security``).
     """
     from distributed import Client, LocalCluster
 
-    if scheduler:
-        with Client(scheduler, security=security, timeout="30s") as client:
+    if cfg.kind == "address":
+        with Client(cfg.address, security=security, timeout="30s") as client:
             yield client
         return
-    resources = {"GPU": 1} if gpus else None
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host=host,
-                      dashboard_address=dashboard_address, resources=resources,
+    if cfg.kind in ("slurm", "pbs"):
+        with jobqueue_cluster(cfg) as cluster, Client(cluster) as client:
+            cluster.scale(jobs=cfg.jobs)
+            yield client
+        return
+    resources = {"GPU": 1} if cfg.gpus else None
+    with LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                      host=cfg.host, dashboard_address=cfg.dashboard_address,
+                      resources=resources, security=security,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
+
+
+def require_resource(client, resource: str, *, timeout: float = 60.0) -> None:
+    """Fail fast unless some worker offers ``resource``.
+
+    Tasks that ask for a resource no worker has wait forever; batch-job workers may still
+    be starting, so this waits up to ``timeout`` seconds for one to appear.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})
+        if any(w.get("resources", {}).get(resource, 0) > 0 for w in workers.values()):
+            return
+        if time.monotonic() >= deadline:
+            raise TilecolorError(
+                f"no worker offers the {resource} resource after {timeout:.0f} s "
+                f"({len(workers)} workers connected); start workers with "
+                f"`--resources {resource}=1` or run with --device cpu")
+        time.sleep(0.5)

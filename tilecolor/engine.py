@@ -23,7 +23,7 @@ from tilecolor.blending import Blend, axis_weight_sum, axis_windows
 from tilecolor.color import AB_SCALE, compose_rgb, gray_to_lightness, lightness_to_input
 from tilecolor.errors import ConfigError
 from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
-from tilecolor.store import WorkStore
+from tilecolor.store import STAGES, WorkStore
 from tilecolor.tiling import Plan, check_geometry, contributions, tile_origins
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -62,13 +62,20 @@ def _weight_sum(length: int, tile: int, stride: int, blend: Blend) -> np.ndarray
 
 # ---------------------------------------------------------------- tasks (run on workers)
 
-def ingest_region(info: ImageInfo, store: WorkStore, y0: int, y1: int, x0: int, x1: int) -> int:
-    """Copy a region of the input's gray into ``L`` (the whole image for PNG/JPEG)."""
-    if info.format == "tiff":
-        pixels = read_tiff_region(info.path, y0, y1, x0, x1)
+def ingest_region(info: ImageInfo, store: WorkStore, plan: Plan, r: int | None,
+                  c: int | None) -> int:
+    """Copy block (r, c) of the input's gray into ``L``; the whole image when r is None
+    (PNG/JPEG are decoded whole anyway)."""
+    if r is None or c is None:
+        pixels, (y0, x0) = read_whole(info), (0, 0)
     else:
-        pixels = read_whole(info)
-    store.array("L", "r+")[y0:y1, x0:x1] = pixels
+        by, bx = plan.rows[r], plan.cols[c]
+        y0, x0 = by.start, bx.start
+        pixels = read_tiff_region(info.path, by.start, by.stop, bx.start, bx.stop)
+    store.array("L", "r+")[y0 : y0 + pixels.shape[0], x0 : x0 + pixels.shape[1]] = pixels
+    ny, nx = plan.grid
+    for rr, cc in ([(r, c)] if r is not None else [(i, j) for i in range(ny) for j in range(nx)]):
+        store.mark_done("ingest", rr, cc)
     return int(pixels.size)
 
 
@@ -82,7 +89,7 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     wy = _windows(plan.height, plan.tile, plan.stride, blend)[by.first : by.last]
     wx = _windows(plan.width, plan.tile, plan.stride, blend)[bx.first : bx.last]
     if len(oy) == 0 or len(ox) == 0:  # a last block can own no tile: the one before covers it
-        store.array("map_done", "r+")[r, c] = 1
+        store.mark_done("map", r, c)
         return {"tiles": 0, "seconds": time.perf_counter() - t0}
     gray = store.array("L")[by.start : by.fp_stop, bx.start : bx.fp_stop]
     net_in = lightness_to_input(gray_to_lightness(gray))
@@ -106,7 +113,7 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     fh, fw = by.fp_len, bx.fp_len
     fy, fx = store.footprint()
     store.array("partial", "r+")[:, r * fy : r * fy + fh, c * fx : c * fx + fw] = acc[:, :fh, :fw]
-    store.array("map_done", "r+")[r, c] = 1
+    store.mark_done("map", r, c)
     return {"tiles": len(coords), "seconds": time.perf_counter() - t0}
 
 
@@ -130,6 +137,7 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
     else:
         out = store.array("rgb", "r+")
         out[region] = compose_rgb(store.array("L")[region], ab, out.dtype)
+    store.mark_done("reduce", r, c)
     return int(ab.shape[0] * ab.shape[1])
 
 
@@ -143,12 +151,17 @@ def write_output(store: WorkStore, dest: Path, fmt: str, *deps) -> str:
 
 @dataclass
 class ImageGraph:
-    """The futures of one image, final one last."""
+    """The futures of one image (only the stages not already done)."""
 
+    ingests: list
     maps: list
     reduces: list
     final: object
-    n_tasks: int
+
+    @property
+    def futures(self) -> list:
+        return [*self.ingests, *self.maps, *self.reduces,
+                *([self.final] if self.final is not None else [])]
 
 
 def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
@@ -163,17 +176,17 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
     plan = settings.plan(info.height, info.width)
     ny, nx = plan.grid
     token = uuid.uuid4().hex[:12]
-    blend, b = settings.blend, settings.block
-    if info.format == "tiff":
-        ingest = {(r, c): client.submit(
-            ingest_region, info, store, r * b, min((r + 1) * b, plan.height), c * b,
-            min((c + 1) * b, plan.width), key=(f"ingest-{token}", r, c), retries=retries)
-            for r in range(ny) for c in range(nx)}
-    else:
-        whole = client.submit(ingest_region, info, store, 0, plan.height, 0, plan.width,
+    blend = settings.blend
+    ingested, done, reduced = (store.blocks_done(stage) for stage in STAGES)
+    ingest: dict[tuple[int, int], object] = {}
+    if info.format == "tiff":  # read by region, block by block, in parallel
+        for r, c in np.argwhere(~ingested).tolist():
+            ingest[(r, c)] = client.submit(ingest_region, info, store, plan, r, c,
+                                           key=(f"ingest-{token}", r, c), retries=retries)
+    elif not ingested.all():
+        whole = client.submit(ingest_region, info, store, plan, None, None,
                               key=(f"ingest-{token}", 0, 0), retries=retries)
         ingest = {(r, c): whole for r in range(ny) for c in range(nx)}
-    done = store.blocks_done()
     maps = {}
     for r in range(ny):
         for c in range(nx):
@@ -181,7 +194,7 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                 continue  # a finished block is a durable fact: never recomputed
             # the footprint reaches into the next chunk row/column (at most tile - 1 pixels)
             deps = {ingest[(rr, cc)] for rr in (r, r + 1) for cc in (c, c + 1)
-                    if rr < ny and cc < nx}
+                    if (rr, cc) in ingest}
             maps[(r, c)] = client.submit(
                 map_block, store, plan, blend, r, c, settings.batch_size, predict, *deps,
                 key=(f"colorize_block-{token}", r, c), resources=settings.resources,
@@ -189,15 +202,17 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
     reduces = []
     for r in range(ny):
         for c in range(nx):
+            if reduced[r, c]:
+                continue
             deps = [maps[(cy.block, cx.block)] for cy in contributions(plan.rows, r)
                     for cx in contributions(plan.cols, c) if (cy.block, cx.block) in maps]
-            if not deps:  # all contributors were done before: still needs ingest
-                deps = [ingest[(r, c)]]
+            if (r, c) in ingest:  # composes RGB from L
+                deps.append(ingest[(r, c)])
             reduces.append(client.submit(reduce_chunk, store, plan, blend, r, c, *deps,
                                          key=(f"blend_chunk-{token}", r, c), retries=retries))
     final = None
     if dest is not None:
         final = client.submit(write_output, store, dest, fmt, *reduces,
                               key=f"write_output-{token}", retries=retries)
-    n = len(set(ingest.values())) + len(maps) + len(reduces) + (final is not None)
-    return ImageGraph(list(maps.values()), reduces, final, n)
+    ingests = list({id(f): f for f in ingest.values()}.values())
+    return ImageGraph(ingests, list(maps.values()), reduces, final)

@@ -1,13 +1,16 @@
-"""Colorize a batch of images: discover, probe, submit each image's graph, collect results.
+"""Colorize a batch of images: discover, check, plan, submit each image's graph, collect.
 
-Images are submitted a few at a time (``max_inflight``) so working stores and scheduler
-state stay bounded on folders of thousands of files. A failed image is reported and the
-others go on. A finished image leaves a manifest with the fingerprint of its input, model
-and settings, so a rerun skips it; its working store is removed.
+Planning needs no cluster: images whose output is up to date (same fingerprint of input,
+model and settings in the manifest) are skipped before any worker starts, so a scheduled
+rerun over finished work returns in seconds. A working store left by an interrupted run
+with the same fingerprint is resumed: its finished blocks are not recomputed. Images are
+submitted a few at a time (``max_inflight``) so working stores and scheduler state stay
+bounded on folders of thousands of files. A failed image is reported; the others go on.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -39,6 +42,7 @@ class ImageResult:
     height: int = 0
     width: int = 0
     tiles: int = 0
+    blocks_computed: int = 0
     seconds: float = 0.0
 
     @property
@@ -46,15 +50,24 @@ class ImageResult:
         return self.height * self.width / 1e6 / self.seconds if self.seconds else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "megapixels_per_second": self.megapixels_per_second}
+        return {**asdict(self), "megapixels_per_second": round(self.megapixels_per_second, 4)}
 
 
-def find_inputs(path: Path) -> list[Path]:
-    """Image files in a folder (not recursive, hidden files skipped), or the one file given."""
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.iterdir()
-                  if not p.name.startswith(".") and sniff_ext(p.suffix) and p.is_file())
+def find_inputs(patterns: list[str | Path] | str | Path) -> list[Path]:
+    """Image files named by folders (not recursive, hidden files skipped), files or globs."""
+    if isinstance(patterns, (str, Path)):
+        patterns = [patterns]
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir()
+                            if not p.name.startswith(".") and sniff_ext(p.suffix) and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            found += sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).is_file())
+    return list(dict.fromkeys(found))  # keep order, drop repeats
 
 
 def fingerprint(src: Path, model_digest: str, settings: Settings, fmt: str) -> str:
@@ -72,10 +85,13 @@ def fingerprint(src: Path, model_digest: str, settings: Settings, fmt: str) -> s
 
 
 @dataclass
-class _Job:
+class Job:
+    """One image to compute."""
+
     src: Path
     info: ImageInfo
     dest: Path
+    fmt: str
     store: WorkStore
     manifest: Path
     fingerprint: str
@@ -84,8 +100,8 @@ class _Job:
     graph: object = None
 
 
-def _prepare(src: Path, out_dir: Path, settings: Settings, model_digest: str,
-             fmt: str | None, overwrite: bool, claimed: set[Path]) -> _Job | ImageResult:
+def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
+              fmt: str | None, overwrite: bool, claimed: set[Path]) -> Job | ImageResult:
     info = probe(src)
     out_fmt = fmt or info.format
     dest = output_path(out_dir, src, out_fmt)
@@ -108,75 +124,123 @@ def _prepare(src: Path, out_dir: Path, settings: Settings, model_digest: str,
         if previous is None:
             raise OutputError(f"{src}: {dest} exists and was not written by tilecolor; "
                               f"use --overwrite to replace it")
-    work.mkdir(parents=True, exist_ok=True)
     plan = settings.plan(info.height, info.width)
-    store = WorkStore.create(work / f"{src.name}.zarr", plan, info.dtype,
-                             attrs={"fingerprint": fp, "source": str(src)})
-    return _Job(src, info, dest, store, manifest, fp, plan.n_tiles)
+    store = WorkStore(work / f"{src.name}.zarr")
+    attrs = {"fingerprint": fp, "block": settings.block, "source": str(src)}
+    resumable = (not overwrite and store.exists()
+                 and {k: store.attrs.get(k) for k in attrs} == attrs)
+    if resumable:
+        log.info("%s: resuming (%d of %d blocks already done)", src.name,
+                 int(store.blocks_done().sum()), store.blocks_done().size)
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        store = WorkStore.create(store.path, plan, info.dtype, attrs=attrs)
+    return Job(src, info, dest, out_fmt, store, manifest, fp, plan.n_tiles)
 
 
-def run_batch(client, inputs: list[Path], out_dir: Path, settings: Settings, predict: Predict,
-              model_digest: str, *, fmt: str | None = None, overwrite: bool = False,
-              max_inflight: int = 4, progress: bool = True) -> list[ImageResult]:
-    """Colorize ``inputs`` into ``out_dir``; returns one result per input, in input order."""
+def plan_batch(inputs: list[Path], out_dir: Path, settings: Settings, model_digest: str, *,
+               fmt: str | None = None, overwrite: bool = False
+               ) -> tuple[list[Job], dict[Path, ImageResult]]:
+    """Check every input's header and decide what to do, without a cluster.
+
+    Returns the jobs to run and the results already known (up to date, or failed checks).
+    """
+    jobs, known, claimed = [], {}, set()
+    for src in inputs:
+        try:
+            item = _plan_one(src, out_dir, settings, model_digest, fmt, overwrite, claimed)
+        except TilecolorError as e:
+            known[src] = ImageResult(str(src), "failed", error=str(e))
+            log.error("%s", e)
+            continue
+        except OSError as e:
+            known[src] = ImageResult(str(src), "failed", error=f"{src}: {e}")
+            log.error("%s: %s", src, e)
+            continue
+        if isinstance(item, ImageResult):
+            known[src] = item
+            log.info("up to date: %s", src.name)
+        else:
+            jobs.append(item)
+    return jobs, known
+
+
+def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
+             max_inflight: int = 4, progress: bool = True) -> dict[Path, ImageResult]:
+    """Run planned jobs on ``client``; one result per job."""
     from distributed import as_completed
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[Path, ImageResult] = {}
-    queue, claimed = deque(inputs), set()
-    finals: dict[object, _Job] = {}
+    queue = deque(jobs)
+    finals: dict[object, Job] = {}
     bar = Progress(desc="colorize", enabled=progress)
     ac = as_completed()
 
-    def submit_next() -> bool:
-        while queue:
-            src = queue.popleft()
-            try:
-                job = _prepare(src, out_dir, settings, model_digest, fmt, overwrite, claimed)
-            except TilecolorError as e:
-                results[src] = ImageResult(str(src), "failed", error=str(e))
-                bar.write(f"error: {e}")
-                continue
-            if isinstance(job, ImageResult):
-                results[src] = job
-                bar.write(f"up to date: {src.name}")
-                continue
-            job.graph = submit_image(client, job.info, job.store, settings, predict,
-                                     dest=job.dest, fmt=fmt or job.info.format)
-            bar.add_total(job.graph.n_tasks)
-            finals[job.graph.final] = job
-            for f in [*job.graph.maps, *job.graph.reduces, job.graph.final]:
-                ac.add(f)
-            return True
-        return False
+    def submit_next() -> None:
+        if not queue:
+            return
+        job = queue.popleft()
+        job.t0 = time.perf_counter()
+        job.graph = submit_image(client, job.info, job.store, settings, predict,
+                                 dest=job.dest, fmt=job.fmt)
+        futures = job.graph.futures
+        bar.add_total(len(futures))
+        finals[job.graph.final] = job
+        for f in futures:
+            ac.add(f)
 
     for _ in range(max_inflight):
-        if not submit_next():
-            break
+        submit_next()
     for future in ac:
         bar.update()
         job = finals.pop(future, None)
         if job is None:
             continue
-        results[job.src] = _finish(job, future)
-        r = results[job.src]
-        bar.write(f"{'done' if r.status == 'done' else 'error'}: "
-                  f"{r.output if r.status == 'done' else r.error}")
+        r = results[job.src] = _finish(job, future)
+        bar.write(f"done: {r.output}" if r.status == "done" else f"error: {r.error}")
         submit_next()
     bar.close()
-    return [results[p] for p in inputs]
+    return results
 
 
-def _finish(job: _Job, future) -> ImageResult:
-    seconds = time.perf_counter() - job.t0
-    base = dict(height=job.info.height, width=job.info.width, seconds=seconds,
-                tiles=job.tiles)
+def _finish(job: Job, future) -> ImageResult:
+    base = dict(height=job.info.height, width=job.info.width, tiles=job.tiles,
+                blocks_computed=len(job.graph.maps), seconds=time.perf_counter() - job.t0)
     if future.status == "finished":
-        job.manifest.write_text(json.dumps({"fingerprint": job.fingerprint,
-                                            "output": str(job.dest)}) + "\n")
+        tmp = job.manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": job.fingerprint,
+                                   "output": str(job.dest)}) + "\n")
+        os.replace(tmp, job.manifest)
         job.store.remove()
         return ImageResult(str(job.src), "done", str(job.dest), **base)
     exc = future.exception()
-    msg = str(exc) if isinstance(exc, InputError) else f"{job.src}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, (InputError, OutputError)):
+        msg = str(exc)
+    else:
+        msg = f"{job.src}: {type(exc).__name__}: {exc}"
     return ImageResult(str(job.src), "failed", error=msg, **base)
 
+
+def write_report(path: Path, results: list[ImageResult], seconds: float,
+                 settings: Settings, model_digest: str) -> Path:
+    """The JSON run report: one entry per image plus totals."""
+    done = [r for r in results if r.status == "done"]
+    pixels = sum(r.height * r.width for r in done)
+    report = {
+        "settings": {"tile": settings.tile, "stride": settings.stride,
+                     "blend": str(settings.blend), "block": settings.block,
+                     "batch_size": settings.batch_size},
+        "model_sha256": model_digest,
+        "images": [r.to_dict() for r in results],
+        "totals": {"images": len(results), "done": len(done),
+                   "skipped": sum(r.status == "skipped" for r in results),
+                   "failed": sum(r.status == "failed" for r in results),
+                   "megapixels": round(pixels / 1e6, 3), "seconds": round(seconds, 3),
+                   "megapixels_per_second": round(pixels / 1e6 / seconds, 4) if seconds else 0,
+                   "tiles": sum(r.tiles for r in done)},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -5,9 +5,11 @@ Layout (one group per input image)::
     L         (H, W)                   the input's gray, chunked block x block
     partial   (2, nby*Fy, nbx*Fx)      float32 sum(w * ab) of each block's footprint; chunk
                                        (r, c) belongs to block (r, c) alone (one writer)
-    map_done  (nby, nbx) uint8         explicit record of finished blocks (a chunk equal to
-                                       the fill value is never written, so "chunk exists"
-                                       cannot be the done marker)
+    ingest_done, map_done, reduce_done  (nby, nbx) uint8
+                                       explicit records of finished blocks per stage (a
+                                       chunk equal to the fill value is never written, so
+                                       "chunk exists" cannot be the done marker; zarr
+                                       writes each chunk file atomically)
     rgb       (H, W, 3)                final pixels (or ``ab`` (H, W, 2) float32 Lab units)
 
 The weight sum is not stored: it is separable and recomputed from the geometry.
@@ -26,6 +28,9 @@ from zarr.codecs import BloscCodec
 from tilecolor.tiling import Plan, footprint_capacity
 
 _FAST = BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")
+
+
+STAGES = ("ingest", "map", "reduce")
 
 
 def output_rows(block: int) -> int:
@@ -56,8 +61,9 @@ class WorkStore:
         group.create_array("partial", shape=(2, len(rows) * fy, len(cols) * fx),
                            chunks=(2, fy, fx), dtype="float32", fill_value=0.0,
                            compressors=_FAST)
-        group.create_array("map_done", shape=(len(rows), len(cols)), chunks=(1, 1),
-                           dtype="uint8", fill_value=0)
+        for stage in STAGES:
+            group.create_array(f"{stage}_done", shape=(len(rows), len(cols)), chunks=(1, 1),
+                               dtype="uint8", fill_value=0)
         out_rows = min(output_rows(b), h)
         if output == "rgb":
             group.create_array("rgb", shape=(h, w, 3), chunks=(out_rows, min(b, w), 3),
@@ -81,8 +87,15 @@ class WorkStore:
         fy, fx = self.attrs["footprint"]
         return int(fy), int(fx)
 
-    def blocks_done(self) -> np.ndarray:
-        return self.array("map_done")[:] > 0
+    def blocks_done(self, stage: str = "map") -> np.ndarray:
+        """(nby, nbx) bool: which blocks finished ``stage``."""
+        return self.array(f"{stage}_done")[:] > 0
+
+    def mark_done(self, stage: str, r: int, c: int) -> None:
+        self.array(f"{stage}_done", "r+")[r, c] = 1
+
+    def exists(self) -> bool:
+        return (self.path / "zarr.json").is_file()
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,165 @@
+"""Typed job settings for `tilecolor run`, loaded from a TOML job spec and/or CLI flags.
+
+A job spec holds every `run` option at the top level and the cluster in a ``[cluster]``
+table. Unknown keys are errors that name the key. Relative paths are taken relative to the
+spec file, so a spec works from cron whatever the working directory. CLI flags given on the
+command line override the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tilecolor.blending import Blend
+from tilecolor.errors import ConfigError
+
+CLUSTER_KINDS = ("local", "address", "slurm", "pbs")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the graph runs.
+
+    ``local``: an embedded LocalCluster of ``workers`` processes. ``address``: an existing
+    scheduler at ``address``. ``slurm``/``pbs``: dask-jobqueue submits ``jobs`` batch jobs of
+    ``cores`` cores, ``memory``, ``gpus`` GPUs (each worker then offers ``GPU=1``) and
+    ``walltime``, to ``queue`` (and ``account``), with extra scheduler directives.
+    """
+
+    kind: str = "local"
+    address: str | None = None
+    workers: int = 1
+    threads: int | None = None
+    dashboard_address: str = "127.0.0.1:8787"
+    cores: int = 1
+    memory: str = "4GB"
+    gpus: int = 0
+    walltime: str = "01:00:00"
+    jobs: int = 1
+    queue: str | None = None
+    account: str | None = None
+    job_extra: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLUSTER_KINDS:
+            raise ConfigError(f"cluster.kind must be one of {CLUSTER_KINDS}, got {self.kind!r}")
+        if self.kind == "address" and not self.address:
+            raise ConfigError("cluster.kind = 'address' needs cluster.address")
+        for name in ("workers", "cores", "jobs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"cluster.{name} must be >= 1, got {getattr(self, name)}")
+        if self.gpus < 0:
+            raise ConfigError(f"cluster.gpus must be >= 0, got {self.gpus}")
+        object.__setattr__(self, "job_extra", tuple(self.job_extra))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of `tilecolor run`."""
+
+    input: tuple[str, ...] = ()
+    output: str | None = None
+    checkpoint: str | None = None
+    tile: int = 256
+    stride: int = 128
+    blend: str = "cosine"
+    block: int = 2048
+    batch_size: int = 16
+    format: str | None = None
+    overwrite: bool = False
+    device: str = "cpu"
+    report: str | None = None
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        if self.blend not in {b.value for b in Blend}:
+            _bad("blend", self.blend)
+        if self.format not in (None, "tiff", "png", "jpeg"):
+            _bad("format", self.format)
+        if self.device not in ("cpu", "cuda"):
+            _bad("device", self.device)
+        object.__setattr__(self, "input", tuple(self.input))
+
+
+def _bad(key: str, value: Any) -> None:
+    raise ConfigError(f"invalid value for {key!r}: {value!r}")
+
+
+_TYPES = {int: "an integer", str: "a string", bool: "true or false"}
+
+
+def _check_types(cls, values: dict[str, Any], where: str) -> None:
+    known = {f.name: f for f in fields(cls)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {where}{key!r} (known: {', '.join(sorted(known))})")
+        want = known[key].type
+        if "int" in want and "str" not in want and (not isinstance(value, int)
+                                                   or isinstance(value, bool)):
+            if not (value is None and "None" in want):
+                raise ConfigError(f"{where}{key} must be an integer, got {value!r}")
+        if want == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{where}{key} must be true or false, got {value!r}")
+        if want.startswith("str") and not (isinstance(value, str)
+                                           or (value is None and "None" in want)):
+            raise ConfigError(f"{where}{key} must be a string, got {value!r}")
+
+
+def _resolve(base: Path, value: str) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """Parse and check a TOML job spec; returns RunConfig keyword arguments."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read job spec ({e.strerror})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+    cluster = raw.pop("cluster", {})
+    if not isinstance(cluster, dict):
+        raise ConfigError(f"{path}: [cluster] must be a table")
+    if isinstance(raw.get("input"), str):
+        raw["input"] = [raw["input"]]
+    if "input" in raw and not (isinstance(raw["input"], list)
+                               and all(isinstance(s, str) for s in raw["input"])):
+        raise ConfigError(f"{path}: input must be a path or glob, or a list of them")
+    try:
+        _check_types(RunConfig, {k: v for k, v in raw.items() if k != "input"}, "")
+        if "job_extra" in cluster and not isinstance(cluster["job_extra"], list):
+            raise ConfigError("cluster.job_extra must be a list of strings")
+        _check_types(ClusterConfig, {k: v for k, v in cluster.items() if k != "job_extra"},
+                     "cluster.")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    base = path.resolve().parent
+    if "input" in raw:
+        raw["input"] = [_resolve(base, s) for s in raw["input"]]
+    for key in ("output", "checkpoint", "report"):
+        if raw.get(key):
+            raw[key] = _resolve(base, raw[key])
+    if cluster:
+        raw["cluster"] = cluster
+    return raw
+
+
+def build(spec: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
+    """A RunConfig from a spec (may be empty) with CLI ``overrides`` on top. Cluster keys in
+    ``overrides`` are prefixed ``cluster.``."""
+    merged = {k: v for k, v in spec.items() if k != "cluster"}
+    cluster = dict(spec.get("cluster", {}))
+    for key, value in overrides.items():
+        if key.startswith("cluster."):
+            cluster[key.removeprefix("cluster.")] = value
+        else:
+            merged[key] = value
+    if overrides.get("cluster.address") or (cluster.get("address") and "kind" not in cluster):
+        cluster["kind"] = "address"
+    return replace(RunConfig(**merged), cluster=ClusterConfig(**cluster))

@@ -1,0 +1,205 @@
+"""Training data: a folder of color photos -> random (lightness, ab) crops.
+
+Every crop is a pure function of ``(seed, epoch, index)``: which photo, where, and whether it
+is flipped are drawn from a generator seeded with exactly those integers. Together with
+:class:`torch.utils.data.DistributedSampler` (seeded, ``set_epoch`` per epoch), the batch
+any rank sees at any step is a pure function of ``(seed, shard, step)``, so a resumed run
+replays the same data as an uninterrupted one.
+
+JPEG and PNG photos are decoded once per process and kept as uint8 RGB arrays (26 photos of
+up to 6028x3391 take about 1 GB). TIFFs are read by region through tifffile's Zarr view, so
+a gigapixel scan is never decoded whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from tilecolor.color import AB_SCALE, L_SCALE, lab_to_rgb, rgb_to_lab
+from tilecolor.errors import ConfigError, InputError
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+def list_photos(directory: str | Path) -> list[Path]:
+    """The photos in ``directory`` (not recursive), sorted by name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"data directory {directory} does not exist")
+    paths = sorted(p for p in directory.iterdir()
+                   if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    if not paths:
+        raise ConfigError(f"no photos ({', '.join(PHOTO_SUFFIXES)}) in {directory}")
+    return paths
+
+
+def split_photos(paths: list[Path], val_count: int) -> tuple[list[Path], list[Path]]:
+    """Split sorted ``paths`` into (train, val); val is ``val_count`` photos evenly spaced
+    through the sorted names, so that every name prefix (source) tends to be represented."""
+    n = len(paths)
+    if not 1 <= val_count < n:
+        raise ConfigError(f"need 1 <= val_count < number of photos ({n}), "
+                          f"got val_count={val_count}")
+    val_idx = {int((k + 0.5) * n / val_count) for k in range(val_count)}
+    return ([p for i, p in enumerate(paths) if i not in val_idx],
+            [p for i, p in enumerate(paths) if i in val_idx])
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """SHA-256 over the sorted (file name, byte size) pairs: identifies a training set."""
+    items = sorted((p.name, p.stat().st_size) for p in paths)
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
+
+
+class Photo:
+    """One color photo, readable by region: ``read(y, x, h, w) -> (h, w, 3)`` in [0, 1]."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tiff = path.suffix.lower() in (".tif", ".tiff")
+        self._array: np.ndarray | None = None
+        self._zarr = None
+        self._pid = -1
+        if self._tiff:
+            import tifffile
+
+            try:
+                with tifffile.TiffFile(path) as tif:
+                    series = tif.series[0]
+                    shape, axes, dtype = series.shape, series.axes, series.dtype
+            except (OSError, ValueError, tifffile.TiffFileError) as e:
+                raise InputError(path, f"cannot read TIFF ({e})") from e
+            if axes not in ("YX", "YXS") or (axes == "YXS" and shape[2] not in (3, 4)):
+                raise InputError(path, f"need a gray or RGB(A) TIFF, got axes {axes} {shape}")
+            self.shape = (int(shape[0]), int(shape[1]))
+            self.maxval = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+        else:
+            from PIL import Image, ImageOps, UnidentifiedImageError
+
+            try:
+                with Image.open(path) as im:
+                    rgb = ImageOps.exif_transpose(im).convert("RGB")
+            except (OSError, UnidentifiedImageError) as e:
+                raise InputError(path, f"cannot decode image ({e})") from e
+            self._array = np.asarray(rgb)  # (H, W, 3) uint8, decoded once
+            self.shape = self._array.shape[:2]
+            self.maxval = 255.0
+
+    def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        if self._array is not None:
+            region = self._array[y:y + h, x:x + w]
+        else:
+            if self._pid != os.getpid():  # a file handle is per process (DataLoader workers)
+                import tifffile
+                import zarr
+
+                self._zarr = zarr.open(tifffile.imread(self.path, aszarr=True, series=0,
+                                                       level=0), mode="r")
+                self._pid = os.getpid()
+            region = np.asarray(self._zarr[y:y + h, x:x + w])
+            if region.ndim == 2:  # gray TIFF
+                region = np.repeat(region[..., None], 3, axis=2)
+            region = region[..., :3]
+        return region.astype(np.float32) / np.float32(self.maxval)
+
+
+def to_network(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGB (H, W, 3) in [0, 1] -> (lightness (1, H, W) in [-1, 1], ab (2, H, W) ~[-1, 1])."""
+    lab = rgb_to_lab(rgb)
+    lightness = lab[..., 0][None] / np.float32(L_SCALE) - 1.0
+    ab = np.moveaxis(lab[..., 1:], -1, 0) / np.float32(AB_SCALE)
+    return lightness.astype(np.float32), np.ascontiguousarray(ab, dtype=np.float32)
+
+
+def from_network(lightness: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`to_network`: (1, H, W), (2, H, W) -> uint8 RGB (H, W, 3)."""
+    lab = torch.cat([(lightness + 1) * L_SCALE, ab * AB_SCALE]).permute(1, 2, 0).numpy()
+    return np.rint(lab_to_rgb(lab) * 255).astype(np.uint8)
+
+
+def sample_grid(lightness: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor):
+    """A PIL image, one row per crop: input gray | predicted color | true color."""
+    from PIL import Image
+
+    rows = [np.concatenate([from_network(x, torch.zeros_like(t)), from_network(x, p),
+                            from_network(x, t)], axis=1)
+            for x, p, t in zip(lightness, pred, truth, strict=True)]
+    return Image.fromarray(np.concatenate(rows, axis=0))
+
+
+def load_photos(paths: list[Path], crop: int) -> list[Photo]:
+    photos = [Photo(p) for p in paths]
+    for ph in photos:
+        if min(ph.shape) < crop:
+            raise InputError(ph.path, f"{ph.shape[1]}x{ph.shape[0]} is smaller than the "
+                                      f"{crop}x{crop} training crop")
+    return photos
+
+
+class CropDataset(Dataset):
+    """Random crops of a list of photos, keyed by ``(epoch, index)``.
+
+    An epoch has ``len(photos) * repeats`` items; item ``index`` comes from photo
+    ``index % len(photos)`` (each photo equally often, whatever its size), at a position and
+    flip drawn from ``np.random.default_rng((seed, epoch, index))``.
+    """
+
+    def __init__(self, photos: list[Photo], crop: int, seed: int, repeats: int,
+                 flip: bool = True) -> None:
+        self.photos, self.crop, self.seed, self.repeats, self.flip = (
+            photos, crop, seed, repeats, flip)
+
+    def __len__(self) -> int:
+        return len(self.photos) * self.repeats
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        photo = self.photos[index % len(self.photos)]
+        rng = np.random.default_rng((self.seed, epoch, index))
+        h, w = photo.shape
+        y = int(rng.integers(0, h - self.crop + 1))
+        x = int(rng.integers(0, w - self.crop + 1))
+        rgb = photo.read(y, x, self.crop, self.crop)
+        if self.flip and rng.random() < 0.5:
+            rgb = rgb[:, ::-1]
+        lightness, ab = to_network(rgb)
+        return torch.from_numpy(lightness), torch.from_numpy(ab)
+
+
+def center_crops(photos: list[Photo], crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed validation batch: the central ``crop`` x ``crop`` of each photo, as
+    (lightness (N, 1, crop, crop), ab (N, 2, crop, crop))."""
+    pairs = []
+    for ph in photos:
+        h, w = ph.shape
+        pairs.append(to_network(ph.read((h - crop) // 2, (w - crop) // 2, crop, crop)))
+    return (torch.from_numpy(np.stack([p[0] for p in pairs])),
+            torch.from_numpy(np.stack([p[1] for p in pairs])))
+
+
+def micro_batches(dataset: CropDataset, shards: list[int], n_shards: int, micro: int,
+                  start_step: int, num_workers: int = 0, pin_memory: bool = False):
+    """Yield this rank's micro-batches ``(lightness (b,1,T,T), ab (b,2,T,T))`` from
+    ``start_step`` on: per step, one per shard in ``shards``. An epoch shows every photo
+    ``batch_size`` times, so it lasts ``len(dataset.photos)`` steps."""
+    steps_per_epoch = len(dataset.photos)
+    epoch, k0 = divmod(start_step, steps_per_epoch)
+    while True:
+        per_shard = []
+        for shard in shards:
+            sampler = DistributedSampler(dataset, num_replicas=n_shards, rank=shard,
+                                         shuffle=True, seed=dataset.seed)
+            sampler.set_epoch(epoch)
+            per_shard.append(list(sampler))
+        keys = [(epoch, idx[k * micro + j]) for k in range(k0, steps_per_epoch)
+                for idx in per_shard for j in range(micro)]
+        yield from DataLoader(dataset, batch_size=micro, sampler=keys, num_workers=num_workers,
+                              pin_memory=pin_memory)
+        epoch, k0 = epoch + 1, 0

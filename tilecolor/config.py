@@ -43,6 +43,7 @@ class ClusterConfig:
     account: str | None = None
     job_extra: tuple[str, ...] = ()
     host: str = "127.0.0.1"
+    resource_timeout: int = 60  #: seconds to wait for a worker offering GPU=1
 
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS:

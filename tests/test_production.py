@@ -1,0 +1,150 @@
+"""Batch-job behaviour with real processes: kill -9 and resume, a worker killed inside a
+LocalCluster, reports, GPU resources nobody offers, logs without a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from conftest import smooth_image
+
+from tilecolor.cluster import require_resource
+from tilecolor.engine import Settings, submit_image
+from tilecolor.errors import TilecolorError
+from tilecolor.io import probe
+from tilecolor.store import WorkStore
+
+ARGS = ["--tile", "64", "--stride", "32", "--block", "64", "--threads", "1",
+        "--dashboard-address", "127.0.0.1:0", "--format", "tiff"]
+
+
+def _cmd(tiny_checkpoint, src, out, *extra):
+    return [sys.executable, "-m", "tilecolor", "run", "--input", str(src), "--output", str(out),
+            "--checkpoint", str(tiny_checkpoint), *ARGS, *extra]
+
+
+def test_kill_9_then_resume_gives_identical_output(tmp_path, tiny_checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "big.tif", smooth_image(768, 896, seed=4), tile=(64, 64))
+    ref = subprocess.run(_cmd(tiny_checkpoint, src, tmp_path / "ref", "-q"),
+                         capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cmd(tiny_checkpoint, src, out, "-q"), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store_done = out / ".tilecolor" / "big.tif.zarr" / "map_done"
+    total = 12 * 14
+    deadline = time.monotonic() + 300
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            done = int((zarr.open_array(str(store_done), mode="r")[:] > 0).sum())
+        except Exception:  # the store is not created yet
+            done = 0
+        if done >= total * 0.4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, the nanny and the workers
+    proc.wait()
+    time.sleep(0.5)
+    done_at_kill = int((zarr.open_array(str(store_done), mode="r")[:] > 0).sum())
+    assert 0 < done_at_kill < total
+    assert not (out / "big.tif").exists()  # no half-written output
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+    rerun = subprocess.run(_cmd(tiny_checkpoint, src, out, "-q", "--report", str(tmp_path / "r")),
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "big.tif").read_bytes() == (tmp_path / "ref" / "big.tif").read_bytes()
+    report = json.loads(next((tmp_path / "r").glob("run-*.json")).read_text())
+    # only the blocks not finished at the kill ran again
+    assert report["images"][0]["blocks_computed"] == total - done_at_kill
+
+
+def slow_affine(x):
+    time.sleep(0.02)
+    return np.concatenate([0.5 * x + 0.1, -0.25 * x - 0.05], axis=1)
+
+
+def test_worker_killed_mid_run_still_completes_identically(tmp_path):
+    from distributed import Client, LocalCluster
+
+    img = smooth_image(256, 256, seed=9)
+    tifffile.imwrite(tmp_path / "in.tif", img)
+    info = probe(tmp_path / "in.tif")
+    settings = Settings(tile=32, stride=16, block=32, blend="cosine", batch_size=4)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        ref = WorkStore.create(tmp_path / "ref.zarr", settings.plan(256, 256), "uint8",
+                               output="ab")
+        client.gather(submit_image(client, info, ref, settings, slow_affine).reduces)
+        store = WorkStore.create(tmp_path / "w.zarr", settings.plan(256, 256), "uint8",
+                                 output="ab")
+        graph = submit_image(client, info, store, settings, slow_affine, retries=0)
+        while store.blocks_done().sum() < 10:
+            time.sleep(0.02)
+        victim = next(iter(client.run(os.getpid).values()))
+        os.kill(victim, signal.SIGKILL)
+        client.gather(graph.reduces)  # tasks of the lost worker are rescheduled
+        assert store.blocks_done().all()
+        np.testing.assert_array_equal(store.array("ab")[:], ref.array("ab")[:])
+        assert victim not in client.run(os.getpid).values()
+
+
+def test_no_worker_with_gpu_fails_fast(client1):
+    t0 = time.monotonic()
+    with pytest.raises(TilecolorError, match="no worker offers the GPU resource"):
+        require_resource(client1, "GPU", timeout=1)
+    assert time.monotonic() - t0 < 30
+
+
+def test_report_json_and_html(tmp_path, tiny_checkpoint):
+    from click.testing import CliRunner
+
+    from tilecolor.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "a.tif", smooth_image(100, 130, seed=1))
+    (src / "bad.png").write_bytes(b"nope")
+    r = CliRunner().invoke(main, ["run", "--input", str(src), "--output", str(tmp_path / "o"),
+                                  "--checkpoint", str(tiny_checkpoint), *ARGS])
+    assert r.exit_code == 1
+    reports = tmp_path / "o" / ".tilecolor" / "reports"
+    report = json.loads(next(reports.glob("run-*.json")).read_text())
+    by_name = {os.path.basename(i["input"]): i for i in report["images"]}
+    assert by_name["a.tif"]["status"] == "done"
+    assert by_name["a.tif"]["height"] == 100 and by_name["a.tif"]["tiles"] > 0
+    assert by_name["a.tif"]["megapixels_per_second"] > 0
+    assert by_name["bad.png"]["status"] == "failed" and "bad.png" in by_name["bad.png"]["error"]
+    assert report["totals"]["done"] == 1 and report["totals"]["failed"] == 1
+    html = next(reports.glob("run-*.html")).read_text()
+    assert "colorize_block" in html
+
+
+def test_scheduled_rerun_is_fast_and_logs_without_a_terminal(tmp_path, tiny_checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "a.tif", smooth_image(200, 200, seed=2))
+    first = subprocess.run(_cmd(tiny_checkpoint, src, tmp_path / "o"), capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "colorize: " in first.stderr and "done (100%" in first.stderr  # plain log lines
+    t0 = time.monotonic()
+    second = subprocess.run(_cmd(tiny_checkpoint, src, tmp_path / "o"), capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0
+    assert "0 colorized, 1 up to date, 0 failed" in second.stderr
+    assert "dashboard" not in second.stderr  # no cluster was started
+    assert time.monotonic() - t0 < 30

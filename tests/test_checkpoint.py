@@ -103,3 +103,24 @@ def test_pickle_payload_is_never_executed(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
         load_generator(bad)
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("patch,match", [
+    ({"architecture": "x"}, "architecture in checkpoint.json must be a table"),
+    ({"sha256": 5}, "sha256 in checkpoint.json must be a string"),
+    ({"tile": "64"}, "tile in checkpoint.json must be a positive integer"),
+    ({"stride": 0}, "stride in checkpoint.json must be a positive integer"),
+])
+def test_metadata_types_are_checked(ckpt, patch, match):
+    meta = {**json.loads((ckpt / META).read_text()), **patch}
+    (ckpt / META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=match):
+        load_generator(ckpt)
+
+
+@pytest.mark.parametrize("name", [META, WEIGHTS])
+def test_directory_in_place_of_a_file(ckpt, name):
+    (ckpt / name).unlink()
+    (ckpt / name).mkdir()
+    with pytest.raises(CheckpointError, match=f"{name}"):
+        load_generator(ckpt)

@@ -91,6 +91,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = json.loads((path / META).read_text())
     except FileNotFoundError as e:
         raise CheckpointError(path, f"missing {META}") from e
+    except OSError as e:  # a directory or unreadable file in its place
+        raise CheckpointError(path, f"cannot read {META} ({e.strerror})") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(path, f"{META} is not valid JSON ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -100,6 +102,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     for key in ("architecture", "sha256", "tile"):
         if key not in meta:
             raise CheckpointError(path, f"{META} lacks {key!r}")
+    if not isinstance(meta["architecture"], dict):
+        raise CheckpointError(path, f"architecture in {META} must be a table, got "
+                                    f"{meta['architecture']!r:.40}")
+    if not isinstance(meta["sha256"], str):
+        raise CheckpointError(path, f"sha256 in {META} must be a string, got "
+                                    f"{meta['sha256']!r:.40}")
+    for key in ("tile", "stride"):
+        value = meta.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(path, f"{key} in {META} must be a positive integer, got "
+                                        f"{value!r:.40}")
     return meta
 
 
@@ -115,6 +128,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
         blob = (path / WEIGHTS).read_bytes()
     except FileNotFoundError as e:
         raise CheckpointError(path, f"missing {WEIGHTS}") from e
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read {WEIGHTS} ({e.strerror})") from e
     digest = hashlib.sha256(blob).hexdigest()
     if digest != meta["sha256"]:
         raise CheckpointError(path, f"{WEIGHTS} does not match the sha256 in {META} "

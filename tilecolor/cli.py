@@ -16,8 +16,9 @@ import click
 from click.core import ParameterSource
 
 from tilecolor.blending import Blend
-from tilecolor.errors import ConfigError, TilecolorError
+from tilecolor.errors import ConfigError, TilecolorError, one_line
 from tilecolor.io import FORMATS
+from tilecolor.validate import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("tilecolor")
 
@@ -80,6 +81,19 @@ def main() -> None:
               help="Folder for the run report (JSON) and Dask performance report (HTML) "
                    "[default: <output>/.tilecolor/reports].")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs, recompute all.")
+@click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Reject inputs with more pixels (PNG/JPEG also stop at Pillow's "
+                   "decompression-bomb limit).")
+@click.option("--page", type=int, default=0, show_default=True,
+              help="Page of multi-page TIFFs to colorize.")
+@click.option("--allow-output-in-input", is_flag=True,
+              help="Allow --output to be an input folder or inside one.")
+@click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA certificate for a tls:// --scheduler.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Client certificate for a tls:// --scheduler.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Client private key [default: inside --tls-cert].")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", count=True)
 @click.pass_context
@@ -105,16 +119,51 @@ def run(ctx: click.Context, config_path: Path | None, verbose: int, quiet: int,
         raise click.UsageError(str(e)) from e
     if not cfg.input:
         raise click.UsageError("no input: give --input or `input` in the job spec")
-    sys.exit(_run(cfg, progress=quiet == 0))
+    from tilecolor.validate import InputPolicy
+
+    try:
+        policy = InputPolicy(max_pixels=options["max_pixels"], page=options["page"])
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from e
+    sys.exit(_run(cfg, progress=quiet == 0, policy=policy,
+                  security=_security(cfg, options["tls_ca_file"], options["tls_cert"],
+                                     options["tls_key"]),
+                  allow_output_in_input=options["allow_output_in_input"]))
 
 
-def _run(cfg, *, progress: bool) -> int:
+def _security(cfg, ca_file: Path | None, cert: Path | None, key: Path | None):
+    """A ``distributed.security.Security`` for a tls:// scheduler, or None."""
+    from distributed.security import Security
+
+    address = (cfg.cluster.address or "") if cfg.cluster.kind == "address" else ""
+    if ca_file or cert or key:
+        if not address.startswith("tls://"):
+            raise click.UsageError("--tls-ca-file/--tls-cert/--tls-key need a tls:// "
+                                   f"--scheduler address, got {address or 'none'!r}")
+        if not (ca_file and cert):
+            raise click.UsageError("TLS needs --tls-ca-file and --tls-cert (and --tls-key "
+                                   "unless the certificate file holds the key)")
+        return Security(tls_ca_file=str(ca_file), tls_client_cert=str(cert),
+                        tls_client_key=str(key) if key else None, require_encryption=True)
+    if address.startswith("tls://"):
+        security = Security()  # from the Dask config: distributed.comm.tls.*
+        if not security.tls_ca_file:
+            raise click.UsageError(f"scheduler {address} uses TLS: give --tls-ca-file and "
+                                   f"--tls-cert (or set distributed.comm.tls in the Dask "
+                                   f"config)")
+        return security
+    return None
+
+
+def _run(cfg, *, progress: bool, policy=None, security=None,
+         allow_output_in_input: bool = False) -> int:
     """Execute a RunConfig; returns the exit code."""
     from tilecolor.checkpoint import default_checkpoint
-    from tilecolor.cluster import connect, require_resource
+    from tilecolor.cluster import connect, quiet_expected_errors, require_resource
     from tilecolor.engine import Settings
     from tilecolor.pipeline import find_inputs, plan_batch, run_jobs, write_report
     from tilecolor.predict import default_threads, make_predictor
+    from tilecolor.safety import check_output_dir, input_folders
 
     try:
         settings = Settings(tile=cfg.tile, stride=cfg.stride, blend=Blend(cfg.blend),
@@ -128,6 +177,11 @@ def _run(cfg, *, progress: bool) -> int:
     first = Path(cfg.input[0])
     base = first if first.is_dir() else first.parent
     out_dir = Path(cfg.output) if cfg.output else base.with_name(f"{base.name}-colorized")
+    try:
+        check_output_dir(out_dir, input_folders(inputs, [Path(p) for p in cfg.input]),
+                         allow_inside=allow_output_in_input)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from e
     cluster = cfg.cluster
     threads = cluster.threads or (default_threads(cluster.workers)
                                   if cluster.kind == "local" else None)
@@ -136,16 +190,18 @@ def _run(cfg, *, progress: bool) -> int:
         predict = make_predictor(cfg.checkpoint or default_checkpoint(), device=cfg.device,
                                  threads=threads)
         jobs, results = plan_batch(inputs, out_dir, settings, predict.digest,
-                                   fmt=cfg.format, overwrite=cfg.overwrite)
+                                   fmt=cfg.format, overwrite=cfg.overwrite, policy=policy)
         if jobs:
+            _check_disk(jobs, settings, out_dir)
             if cfg.device == "cuda" and cluster.kind == "local" and not cluster.gpus:
                 cluster = replace(cluster, gpus=1)
             report_dir = Path(cfg.report) if cfg.report else out_dir / ".tilecolor" / "reports"
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            with connect(cluster) as client:
+            with connect(cluster, security=security) as client:
+                quiet_expected_errors(client)  # corrupt inputs: one line, no traceback
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
                 if settings.resources:
-                    require_resource(client, "GPU")
+                    require_resource(client, "GPU", timeout=cluster.resource_timeout)
                 report_dir.mkdir(parents=True, exist_ok=True)
                 from distributed import performance_report
 
@@ -171,5 +227,86 @@ def _run(cfg, *, progress: bool) -> int:
     click.echo(f"{done} colorized, {skipped} up to date, {len(failed)} failed -> {out_dir}",
                err=True)
     for r in failed:
-        click.echo(f"  failed: {r.error}", err=True)
+        click.echo(f"  failed: {one_line(r.error)}", err=True)
     return 1 if failed else 0
+
+
+def _check_disk(jobs, settings, out_dir: Path) -> None:
+    """Print the disk estimate; OutputError (exit 1) before any work if it is not free."""
+    import numpy as np
+
+    from tilecolor.safety import check_disk, estimate_batch, estimate_image, human
+
+    need = estimate_batch([estimate_image(j.info.height, j.info.width,
+                                          np.dtype(j.info.dtype).itemsize, settings.tile,
+                                          settings.stride, settings.block, j.fmt)
+                           for j in jobs], inflight=4)  # run_jobs' max_inflight
+    free = check_disk(out_dir, need)
+    click.echo(f"disk: about {human(need.total)} needed (working stores {human(need.work)}, "
+               f"outputs {human(need.output)}); {human(free)} free", err=True)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.pass_context
+def train(ctx: click.Context) -> None:
+    """Train a generator (all options of `python -m tilecolor.train --help`)."""
+    from tilecolor.train import main as train_main
+
+    sys.exit(train_main(list(ctx.args)))
+
+
+@main.command("eval")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="Generator checkpoint directory [default: the bundled model].")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of color photos (the truth).")
+@click.option("--split", type=click.Choice(["all", "val"]), default="all", show_default=True,
+              help="val: only the photos training held out (same rule as tilecolor train).")
+@click.option("--val-count", default=4, show_default=True,
+              help="Size of the validation split, as given to training.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("tilecolor-eval"),
+              show_default=True, help="Folder for eval.json and sheet.png.")
+@click.option("--tile", default=256, show_default=True, help="Tile side in pixels.")
+@click.option("--stride", default=128, show_default=True, help="Step between tiles.")
+@click.option("--blend", type=click.Choice([b.value for b in Blend]), default="cosine",
+              show_default=True, help="How overlaps are merged.")
+@click.option("--block", default=2048, show_default=True, help="Pixels per side of a block.")
+@click.option("--batch-size", default=16, show_default=True, help="Tiles per generator call.")
+@click.option("--threads", type=int, help="torch threads of the worker [default: all cores].")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--max-side", type=click.IntRange(min=16),
+              help="Downsize each photo (Lanczos) to this longer side first [default: native].")
+@click.option("--save-images", is_flag=True, help="Also keep the colorized PNGs in OUT/images.")
+@click.option("-v", "--verbose", count=True)
+@click.option("-q", "--quiet", count=True)
+def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_count: int,
+                     out_dir: Path, tile: int, stride: int, blend: str, block: int,
+                     batch_size: int, threads: int | None, device: str, max_side: int | None,
+                     save_images: bool, verbose: int, quiet: int) -> None:
+    """Measure a checkpoint on color photos (PSNR, SSIM, CIEDE2000, ab RMSE, colorfulness)
+    against the gray baseline, colorizing through the same tiled engine as `run`."""
+    from tilecolor.checkpoint import default_checkpoint
+    from tilecolor.engine import Settings
+    from tilecolor.evaluate import evaluate, format_table, select_photos
+    from tilecolor.predict import default_threads
+
+    _setup_logging(verbose, quiet)
+    try:
+        settings = Settings(tile=tile, stride=stride, blend=Blend(blend), block=block,
+                            batch_size=batch_size,
+                            resources={"GPU": 1} if device == "cuda" else None)
+        photos = select_photos(data_dir, split, val_count)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from e
+    try:
+        result = evaluate(photos, checkpoint or default_checkpoint(), out_dir,
+                          settings=settings, threads=threads or default_threads(1),
+                          device=device, max_side=max_side, progress=quiet == 0,
+                          save_images=save_images)
+    except (TilecolorError, OSError) as e:
+        click.echo(f"error: {one_line(str(e))}", err=True)
+        sys.exit(1)
+    click.echo(format_table(result))
+    click.echo(f"wrote {out_dir / 'eval.json'} and {out_dir / 'sheet.png'}", err=True)

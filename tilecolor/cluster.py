@@ -86,3 +86,34 @@ def require_resource(client, resource: str, *, timeout: float = 60.0) -> None:
                 f"({len(workers)} workers connected); start workers with "
                 f"`--resources {resource}=1` or run with --device cpu")
         time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- expected task errors
+
+_EXPECTED = ("InputError(", "OutputError(", "CheckpointError(")
+
+
+class ExpectedErrorFilter(logging.Filter):
+    """Drops a worker's "Compute Failed" record (a traceback on the worker's stderr) when the
+    task raised an error tilecolor raises on purpose (a corrupt input...): the client
+    reports those as one line per file. Other failures keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Compute Failed") and isinstance(record.args, tuple) \
+                and len(record.args) > 3:
+            return not str(record.args[3]).startswith(_EXPECTED)
+        return True
+
+
+def quiet_expected_errors(client) -> None:
+    """Install :class:`ExpectedErrorFilter` on every worker of ``client``, present and
+    future (a worker plugin)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class _Quiet(WorkerPlugin):
+        def setup(self, worker) -> None:
+            logger = logging.getLogger("distributed.worker")
+            if not any(isinstance(f, ExpectedErrorFilter) for f in logger.filters):
+                logger.addFilter(ExpectedErrorFilter())
+
+    client.register_plugin(_Quiet(), name="tilecolor-quiet-expected-errors")

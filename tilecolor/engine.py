@@ -71,7 +71,8 @@ def ingest_region(info: ImageInfo, store: WorkStore, plan: Plan, r: int | None,
     else:
         by, bx = plan.rows[r], plan.cols[c]
         y0, x0 = by.start, bx.start
-        pixels = read_tiff_region(info.path, by.start, by.stop, bx.start, bx.stop)
+        pixels = read_tiff_region(info.path, by.start, by.stop, bx.start, bx.stop,
+                                  page=info.page)
     store.array("L", "r+")[y0 : y0 + pixels.shape[0], x0 : x0 + pixels.shape[1]] = pixels
     ny, nx = plan.grid
     for rr, cc in ([(r, c)] if r is not None else [(i, j) for i in range(ny) for j in range(nx)]):

@@ -21,10 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tilecolor.engine import Predict, Settings, submit_image
-from tilecolor.errors import InputError, OutputError, TilecolorError
-from tilecolor.io import ImageInfo, output_path, probe, sniff_ext
+from tilecolor.errors import InputError, OutputError, TilecolorError, one_line
+from tilecolor.io import ImageInfo, output_path, probe
 from tilecolor.progress import Progress
+from tilecolor.safety import check_dest, check_output_size, file_ids, work_name
 from tilecolor.store import WorkStore
+from tilecolor.validate import InputPolicy, is_candidate
 
 log = logging.getLogger("tilecolor")
 
@@ -54,7 +56,11 @@ class ImageResult:
 
 
 def find_inputs(patterns: list[str | Path] | str | Path) -> list[Path]:
-    """Image files named by folders (not recursive, hidden files skipped), files or globs."""
+    """Image files named by folders (not recursive, hidden files skipped), files or globs.
+
+    A folder lists every entry named like an image, supported or not (``.bmp``...), and
+    special files too: they are rejected one by one with a reason, not silently skipped.
+    """
     if isinstance(patterns, (str, Path)):
         patterns = [patterns]
     found: list[Path] = []
@@ -62,7 +68,7 @@ def find_inputs(patterns: list[str | Path] | str | Path) -> list[Path]:
         path = Path(pattern)
         if path.is_dir():
             found += sorted(p for p in path.iterdir()
-                            if not p.name.startswith(".") and sniff_ext(p.suffix) and p.is_file())
+                            if is_candidate(p.name) and not p.is_dir())
         elif path.is_file():
             found.append(path)
         else:
@@ -70,12 +76,15 @@ def find_inputs(patterns: list[str | Path] | str | Path) -> list[Path]:
     return list(dict.fromkeys(found))  # keep order, drop repeats
 
 
-def fingerprint(src: Path, model_digest: str, settings: Settings, fmt: str) -> str:
-    """Identity of a result: input (size, mtime, first and last MiB), model and settings."""
+def fingerprint(src: Path, model_digest: str, settings: Settings, fmt: str,
+                page: int = 0) -> str:
+    """Identity of a result: input (size, mtime, first and last MiB), page, model and
+    settings."""
     st = src.stat()
     h = hashlib.sha256()
     h.update(json.dumps([st.st_size, st.st_mtime_ns, model_digest, settings.tile,
-                         settings.stride, str(settings.blend), fmt]).encode())
+                         settings.stride, str(settings.blend), fmt,
+                         *([page] if page else [])]).encode())
     with open(src, "rb") as f:
         h.update(f.read(1 << 20))
         if st.st_size > 2 << 20:
@@ -101,18 +110,22 @@ class Job:
 
 
 def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
-              fmt: str | None, overwrite: bool, claimed: set[Path]) -> Job | ImageResult:
-    info = probe(src)
+              fmt: str | None, overwrite: bool, claimed: set[Path],
+              policy: InputPolicy | None = None,
+              protected: set[tuple[int, int]] | None = None) -> Job | ImageResult:
+    info = probe(src, policy)
     out_fmt = fmt or info.format
     dest = output_path(out_dir, src, out_fmt)
     if dest.resolve() == src.resolve():
         raise OutputError(f"{src}: output would overwrite the input; choose another --output")
+    check_dest(src, dest, out_dir, protected if protected is not None else file_ids([src]))
+    check_output_size(src, info.height, info.width, out_fmt)
     if dest in claimed:
         raise OutputError(f"{src}: output name {dest.name} is already taken by another input")
     claimed.add(dest)
     work = out_dir / WORK_DIR
-    manifest = work / f"{src.name}.done.json"
-    fp = fingerprint(src, model_digest, settings, out_fmt)
+    manifest = work / f"{work_name(src)}.done.json"
+    fp = fingerprint(src, model_digest, settings, out_fmt, info.page)
     if dest.exists() and not overwrite:
         try:
             previous = json.loads(manifest.read_text()).get("fingerprint")
@@ -125,7 +138,7 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
             raise OutputError(f"{src}: {dest} exists and was not written by tilecolor; "
                               f"use --overwrite to replace it")
     plan = settings.plan(info.height, info.width)
-    store = WorkStore(work / f"{src.name}.zarr")
+    store = WorkStore(work / f"{work_name(src)}.zarr")
     attrs = {"fingerprint": fp, "block": settings.block, "source": str(src)}
     resumable = (not overwrite and store.exists()
                  and {k: store.attrs.get(k) for k in attrs} == attrs)
@@ -139,23 +152,27 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
 
 
 def plan_batch(inputs: list[Path], out_dir: Path, settings: Settings, model_digest: str, *,
-               fmt: str | None = None, overwrite: bool = False
+               fmt: str | None = None, overwrite: bool = False,
+               policy: InputPolicy | None = None
                ) -> tuple[list[Job], dict[Path, ImageResult]]:
     """Check every input's header and decide what to do, without a cluster.
 
-    Returns the jobs to run and the results already known (up to date, or failed checks).
+    ``policy`` sets the pixel limit and TIFF page. Returns the jobs to run and the results
+    already known (up to date, or failed checks).
     """
     jobs, known, claimed = [], {}, set()
+    protected = file_ids(inputs)  # no output may replace any input
     for src in inputs:
         try:
-            item = _plan_one(src, out_dir, settings, model_digest, fmt, overwrite, claimed)
+            item = _plan_one(src, out_dir, settings, model_digest, fmt, overwrite, claimed,
+                             policy, protected)
         except TilecolorError as e:
             known[src] = ImageResult(str(src), "failed", error=str(e))
             log.error("%s", e)
             continue
         except OSError as e:
-            known[src] = ImageResult(str(src), "failed", error=f"{src}: {e}")
-            log.error("%s: %s", src, e)
+            known[src] = ImageResult(str(src), "failed", error=one_line(f"{src}: {e}"))
+            log.error("%s", known[src].error)
             continue
         if isinstance(item, ImageResult):
             known[src] = item
@@ -197,7 +214,7 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
         if job is None:
             continue
         r = results[job.src] = _finish(job, future)
-        bar.write(f"done: {r.output}" if r.status == "done" else f"error: {r.error}")
+        bar.write(one_line(f"done: {r.output}" if r.status == "done" else f"error: {r.error}"))
         submit_next()
     bar.close()
     return results
@@ -217,7 +234,7 @@ def _finish(job: Job, future) -> ImageResult:
     if isinstance(exc, (InputError, OutputError)):
         msg = str(exc)
     else:
-        msg = f"{job.src}: {type(exc).__name__}: {exc}"
+        msg = one_line(f"{job.src}: {type(exc).__name__}: {exc}")
     return ImageResult(str(job.src), "failed", error=msg, **base)
 
 

@@ -114,12 +114,60 @@ def compose_rgb(gray: np.ndarray, ab: np.ndarray, dtype: np.dtype) -> np.ndarray
     dtype : numpy dtype
         uint8 or uint16 output, scaled to the dtype's full range; float gives [0, 1].
     """
-    lab = np.concatenate([gray_to_lightness(gray)[..., None], ab.astype(np.float32)], axis=-1)
-    rgb = lab_to_rgb(lab)
+    gray = np.asarray(gray)
     dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        return np.rint(rgb * np.iinfo(dtype).max).astype(dtype)
-    return rgb.astype(dtype)
+    if gray.dtype not in (np.uint8, np.uint16) or dtype.kind not in "ui":
+        lab = np.concatenate([gray_to_lightness(gray)[..., None], ab.astype(np.float32)], -1)
+        rgb = lab_to_rgb(lab)
+        return (np.rint(rgb * np.iinfo(dtype).max).astype(dtype) if dtype.kind in "ui"
+                else rgb.astype(dtype))
+    # Fast path for the engine (a hot loop over every output pixel): per-gray-level tables
+    # for f(Y) and Y, per-channel multiply-adds instead of (H, W, 3) matrix products, and
+    # the sRGB encoding as a table lookup instead of a per-pixel power.
+    fy_lut, y_lut = _gray_tables(int(np.iinfo(gray.dtype).max))
+    fy, y = fy_lut[gray], y_lut[gray]
+    ab = np.asarray(ab, dtype=np.float32)
+    x = _finv32(fy + ab[..., 0] * np.float32(1 / 500))
+    z = _finv32(fy - ab[..., 1] * np.float32(1 / 200))
+    out = np.empty((*gray.shape, 3), dtype=dtype)
+    encode, scale = _encode_table(dtype)
+    w = _WHITE
+    for ch in range(3):
+        m = _XYZ2RGB[ch]
+        lin = x * np.float32(m[0] * w[0])
+        lin += y * np.float32(m[1] * w[1])
+        lin += z * np.float32(m[2] * w[2])
+        np.clip(lin, 0.0, 1.0, out=lin)
+        lin *= scale
+        out[..., ch] = encode[lin.astype(np.int32)]
+    return out
+
+
+def _finv32(f: np.ndarray) -> np.ndarray:
+    """Inverse of the Lab companding function, in place on a float32 array."""
+    low = f <= np.float32(6.0 / 29.0)
+    lin = f * f
+    lin *= f
+    lin[low] = np.float32(_KAPPA) * (f[low] - np.float32(4.0 / 29.0))
+    return lin
+
+
+@lru_cache(maxsize=4)
+def _gray_tables(maxval: int) -> tuple[np.ndarray, np.ndarray]:
+    """f(Y) = (L* + 16) / 116 and Y itself, per gray level."""
+    y = srgb_to_linear(np.arange(maxval + 1, dtype=np.float64) / maxval).astype(np.float64)
+    return _f(y).astype(np.float32), y.astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _encode_table(dtype: np.dtype) -> tuple[np.ndarray, np.float32]:
+    """Linear light in [0, 1] -> sRGB code values, sampled finely enough that the table
+    step is below a quarter of an output level even where the curve is steepest."""
+    maxval = np.iinfo(dtype).max
+    n = 1 << (16 if maxval <= 255 else 22)
+    lin = (np.arange(n, dtype=np.float64) + 0.5) / (n - 1)
+    enc = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.minimum(lin, 1) ** (1 / 2.4) - 0.055)
+    return np.rint(np.clip(enc, 0, 1) * maxval).astype(dtype), np.float32(n - 1)
 
 
 def lightness_to_input(lightness: np.ndarray) -> np.ndarray:

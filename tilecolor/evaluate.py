@@ -1,0 +1,352 @@
+"""Evaluate a checkpoint on color photos: gray in, colorized through the tiled engine, compared.
+
+Each truth photo (uint8 RGB) is turned into the gray image with the same L*
+(:func:`tilecolor.color.rgb_to_gray`), written as a PNG and colorized by the same path as
+``tilecolor run`` (plan_batch + run_jobs on a LocalCluster), so the numbers include tiling
+and blending. The output is compared with the truth, and so is the gray baseline (the gray
+with a* = b* = 0), which any useful model must beat.
+
+Metrics (pure functions, uint8 RGB in):
+
+- ``psnr``, ``ssim``: on RGB, data range 255 (scikit-image). PSNR of identical images is inf.
+- ``ciede2000``: mean CIEDE2000 color difference of the Lab images (scikit-image's rgb2lab).
+- ``ab_rmse``: sqrt(mean(da*^2 + db*^2)), Lab units; for the gray baseline it is the truth's
+  chroma RMS.
+- ``colorfulness``: Hasler & Suesstrunk (2003), on 0-255 RGB; 0 for a gray image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("tilecolor")
+
+METRICS = ("psnr", "ssim", "ciede2000", "ab_rmse", "colorfulness", "colorfulness_ratio")
+THUMB_HEIGHT = 384
+
+
+# ---------------------------------------------------------------- metrics (pure functions)
+
+def _check_pair(pred: np.ndarray, truth: np.ndarray) -> None:
+    if pred.shape != truth.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+        raise ValueError(f"need two RGB images of the same shape, got {pred.shape} and "
+                         f"{truth.shape}")
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
+    """PSNR in dB of uint8 RGB images (data range 255); ``inf`` when they are identical."""
+    _check_pair(pred, truth)
+    err = np.mean((pred.astype(np.float64) - truth.astype(np.float64)) ** 2)
+    if err == 0:
+        return math.inf
+    from skimage.metrics import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(truth, pred, data_range=255))
+
+
+def ssim(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean SSIM of uint8 RGB images over the three channels (data range 255)."""
+    _check_pair(pred, truth)
+    from skimage.metrics import structural_similarity
+
+    if min(pred.shape[:2]) < 7:  # skimage's 7x7 window needs at least that much image
+        raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {pred.shape[:2]}")
+    return float(structural_similarity(truth, pred, data_range=255, channel_axis=-1))
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> CIE Lab float64 (scikit-image, D65)."""
+    from skimage.color import rgb2lab
+
+    return rgb2lab(np.asarray(rgb))
+
+
+def ciede2000(pred_lab: np.ndarray, truth_lab: np.ndarray, *, rows: int = 512) -> float:
+    """Mean CIEDE2000 difference of two Lab images, computed ``rows`` rows at a time (the
+    formula's temporaries are many full-size float64 arrays)."""
+    from skimage.color import deltaE_ciede2000
+
+    if pred_lab.shape != truth_lab.shape:
+        raise ValueError(f"shapes differ: {pred_lab.shape} and {truth_lab.shape}")
+    total = 0.0
+    for y in range(0, pred_lab.shape[0], rows):
+        total += float(deltaE_ciede2000(truth_lab[y:y + rows], pred_lab[y:y + rows],
+                                        channel_axis=-1).sum())
+    return total / (pred_lab.shape[0] * pred_lab.shape[1])
+
+
+def ab_rmse(pred_lab: np.ndarray, truth_lab: np.ndarray) -> float:
+    """RMS of the per-pixel (a*, b*) error vector length, in Lab units."""
+    if pred_lab.shape != truth_lab.shape:
+        raise ValueError(f"shapes differ: {pred_lab.shape} and {truth_lab.shape}")
+    d = pred_lab[..., 1:].astype(np.float64) - truth_lab[..., 1:].astype(np.float64)
+    return float(np.sqrt(np.mean(np.sum(d * d, axis=-1))))
+
+
+def chroma_rms(lab: np.ndarray) -> float:
+    """sqrt(mean(a*^2 + b*^2)): the ab RMSE of a gray prediction against ``lab``."""
+    ab = lab[..., 1:].astype(np.float64)
+    return float(np.sqrt(np.mean(np.sum(ab * ab, axis=-1))))
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Hasler & Suesstrunk (2003) colorfulness of an RGB image in 0-255 units:
+    sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2), rg = R - G,
+    yb = (R + G) / 2 - B. Float input is taken in [0, 1]."""
+    rgb = np.asarray(rgb)
+    x = rgb[..., :3].astype(np.float64)
+    if rgb.dtype.kind == "f":
+        x = x * 255.0
+    elif rgb.dtype != np.uint8:
+        x = x * (255.0 / np.iinfo(rgb.dtype).max)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    rg = r - g
+    yb = 0.5 * (r + g) - b
+    return float(math.sqrt(rg.std() ** 2 + yb.std() ** 2)
+                 + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def compare(pred: np.ndarray, truth: np.ndarray, truth_lab: np.ndarray | None = None,
+            truth_colorfulness: float | None = None) -> dict[str, float | None]:
+    """Every metric of ``pred`` against ``truth`` (uint8 RGB of the same shape)."""
+    _check_pair(pred, truth)
+    truth_lab = to_lab(truth) if truth_lab is None else truth_lab
+    tc = colorfulness(truth) if truth_colorfulness is None else truth_colorfulness
+    pred_lab = to_lab(pred)
+    c = colorfulness(pred)
+    return {"psnr": psnr(pred, truth), "ssim": ssim(pred, truth),
+            "ciede2000": ciede2000(pred_lab, truth_lab), "ab_rmse": ab_rmse(pred_lab, truth_lab),
+            "colorfulness": c, "colorfulness_ratio": _ratio(c, tc)}
+
+
+def mean_metrics(rows: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Per-metric mean over images (PSNR: inf if any image is inf)."""
+    out: dict[str, float | None] = {}
+    for key in rows[0] if rows else ():
+        values = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
+# ---------------------------------------------------------------- images
+
+def load_truth(path: Path, max_side: int | None = None) -> np.ndarray:
+    """A photo as uint8 RGB (EXIF orientation applied), Lanczos-downsized so that its longer
+    side is at most ``max_side`` (never upsized)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        if max_side and max(im.size) > max_side:
+            scale = max_side / max(im.size)
+            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+            im = im.resize(size, Image.Resampling.LANCZOS)
+        return np.asarray(im)
+
+
+def _thumb(rgb: np.ndarray, height: int):
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    if im.height != height:
+        width = max(1, round(im.width * height / im.height))
+        im = im.resize((width, height), Image.Resampling.LANCZOS)
+    return im
+
+
+def contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                  height: int = THUMB_HEIGHT, gap: int = 4):
+    """A PIL image, one row per image: gray | model | truth, each ``height`` px high, with
+    the image name and column titles written on the gray panel."""
+    from PIL import Image, ImageDraw
+
+    panels = [[_thumb(a, height) for a in (gray, model, truth)] for _, gray, model, truth in rows]
+    width = max(sum(p.width for p in row) + 2 * gap for row in panels)
+    sheet = Image.new("RGB", (width, len(rows) * (height + gap) - gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, ((name, *_), row) in enumerate(zip(rows, panels, strict=True)):
+        x, y = 0, i * (height + gap)
+        for title, panel in zip(("gray", "model", "truth"), row, strict=True):
+            sheet.paste(panel, (x, y))
+            label = f"{name}: {title}" if title == "gray" else title
+            left, top, right, bottom = draw.textbbox((x + 3, y + 2), label)
+            draw.rectangle((x, y, right + 3, bottom + 3), fill="black")
+            draw.text((x + 3, y + 2), label, fill="white")
+            x += panel.width + gap
+    return sheet
+
+
+# ---------------------------------------------------------------- the run
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measured; ``to_dict`` is the eval.json content."""
+
+    images: list[dict] = field(default_factory=list)
+    mean: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return _finite({**self.meta, "images": self.images, "mean": self.mean})
+
+
+def _finite(obj):
+    """JSON has no inf/nan: write them as strings ("inf")."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def select_photos(data: str | Path, split: str = "all", val_count: int = 4) -> list[Path]:
+    """The photos of ``data`` to evaluate: all, or the training run's validation split."""
+    from tilecolor.data import list_photos, split_photos
+    from tilecolor.errors import ConfigError
+
+    photos = list_photos(data)
+    if split == "val":
+        return split_photos(photos, val_count)[1]
+    if split != "all":
+        raise ConfigError(f"split must be 'all' or 'val', got {split!r}")
+    return photos
+
+
+def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
+             settings=None, threads: int | None = None, device: str = "cpu",
+             max_side: int | None = None, progress: bool = True,
+             save_images: bool = False, sheet_height: int = THUMB_HEIGHT) -> EvalResult:
+    """Colorize the gray versions of ``photos`` with the tiled engine and measure them.
+
+    Writes ``<out_dir>/eval.json`` and ``<out_dir>/sheet.png`` (and, with ``save_images``,
+    the colorized PNGs under ``<out_dir>/images``). Raises TilecolorError if an image fails.
+    """
+    from PIL import Image
+
+    from tilecolor.cluster import connect
+    from tilecolor.color import compose_rgb, rgb_to_gray
+    from tilecolor.config import ClusterConfig
+    from tilecolor.engine import Settings
+    from tilecolor.errors import TilecolorError
+    from tilecolor.pipeline import plan_batch, run_jobs
+    from tilecolor.predict import make_predictor
+
+    settings = settings or Settings()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predict = make_predictor(checkpoint, device=device, threads=threads)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tilecolor-eval-") as tmp:
+        in_dir, col_dir = Path(tmp) / "gray", Path(tmp) / "colorized"
+        in_dir.mkdir()
+        truths: dict[Path, np.ndarray] = {}
+        names: dict[Path, str] = {}
+        for photo in photos:
+            truth = load_truth(photo, max_side)
+            src = in_dir / f"{photo.stem}.png"
+            if src in truths:
+                raise TilecolorError(f"two photos named {photo.stem}.*: rename one")
+            Image.fromarray(rgb_to_gray(truth), mode="L").save(src, compress_level=1)
+            truths[src], names[src] = truth, photo.name
+        jobs, results = plan_batch(list(truths), col_dir, settings, predict.digest, fmt="png",
+                                   overwrite=True)
+        t_color = time.perf_counter()
+        if jobs:
+            cluster = ClusterConfig(kind="local", workers=1, threads=threads,
+                                    dashboard_address=":0", host="127.0.0.1",
+                                    gpus=1 if device == "cuda" else 0)
+            with connect(cluster) as client:
+                results.update(run_jobs(client, jobs, settings, predict, progress=progress))
+        color_seconds = time.perf_counter() - t_color
+        failed = [r for r in results.values() if r.status != "done"]
+        if failed:
+            raise TilecolorError("; ".join(f"{r.input}: {r.error}" for r in failed))
+        if save_images:
+            (out_dir / "images").mkdir(exist_ok=True)
+        images, sheet_rows = [], []
+        for src, truth in truths.items():
+            r = results[src]
+            with Image.open(r.output) as im:
+                pred = np.asarray(im.convert("RGB"))
+            if pred.shape != truth.shape:
+                raise TilecolorError(f"{src.name}: output shape {pred.shape} != {truth.shape}")
+            gray = rgb_to_gray(truth)
+            baseline = compose_rgb(gray, np.zeros((*gray.shape, 2), np.float32), np.uint8)
+            truth_lab = to_lab(truth)
+            tc = colorfulness(truth)
+            entry = {"name": names[src], "height": int(truth.shape[0]),
+                     "width": int(truth.shape[1]), "tiles": r.tiles,
+                     "seconds": round(r.seconds, 3),
+                     "truth": {"colorfulness": tc, "chroma_rms": chroma_rms(truth_lab)},
+                     "model": compare(pred, truth, truth_lab, tc),
+                     "baseline": compare(baseline, truth, truth_lab, tc)}
+            images.append(entry)
+            sheet_rows.append((Path(names[src]).stem, np.repeat(gray[..., None], 3, -1),
+                               pred, truth))
+            if save_images:
+                Image.fromarray(pred).save(out_dir / "images" / f"{src.stem}.png")
+            log.info("%s: CIEDE2000 %.2f (gray %.2f)", names[src],
+                     entry["model"]["ciede2000"], entry["baseline"]["ciede2000"])
+    mean = {"model": mean_metrics([e["model"] for e in images]),
+            "baseline": mean_metrics([e["baseline"] for e in images]),
+            "truth": mean_metrics([e["truth"] for e in images])}
+    for who in ("model", "baseline"):  # ratio of the means (the per-image mean is above)
+        mean[who]["colorfulness_ratio_of_means"] = _ratio(mean[who]["colorfulness"],
+                                                          mean["truth"]["colorfulness"])
+    meta = {"checkpoint": str(Path(checkpoint).resolve()), "model_sha256": predict.digest,
+            "settings": {"tile": settings.tile, "stride": settings.stride,
+                         "blend": str(settings.blend.value), "block": settings.block,
+                         "batch_size": settings.batch_size, "device": device,
+                         "threads": threads, "max_side": max_side},
+            "seconds": {"colorize": round(color_seconds, 3),
+                        "total": round(time.perf_counter() - t_start, 3)}}
+    result = EvalResult(images, mean, meta)
+    tmp_json = out_dir / "eval.json.tmp"
+    tmp_json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    os.replace(tmp_json, out_dir / "eval.json")
+    if sheet_rows:
+        contact_sheet(sheet_rows, sheet_height).save(out_dir / "sheet.png", optimize=True)
+    return result
+
+
+def format_table(result: EvalResult) -> str:
+    """Plain-text table: one line per image and model/baseline, then the means."""
+    def fmt(v, digits=2):
+        if v is None:
+            return "-"
+        return "inf" if math.isinf(v) else f"{v:.{digits}f}"
+
+    head = (f"{'image':<36} {'':<8} {'PSNR':>7} {'SSIM':>6} {'dE2000':>7} {'abRMSE':>7} "
+            f"{'colorf.':>7} {'truth':>6} {'ratio':>6}")
+    lines = [head, "-" * len(head)]
+
+    def line(name, who, m, tc):
+        return (f"{name[:36]:<36} {who:<8} {fmt(m['psnr']):>7} {fmt(m['ssim'], 4):>6} "
+                f"{fmt(m['ciede2000']):>7} {fmt(m['ab_rmse']):>7} {fmt(m['colorfulness']):>7} "
+                f"{fmt(tc):>6} {fmt(m['colorfulness_ratio']):>6}")
+
+    for e in result.images:
+        lines.append(line(e["name"], "model", e["model"], e["truth"]["colorfulness"]))
+        lines.append(line("", "gray", e["baseline"], e["truth"]["colorfulness"]))
+    lines.append("-" * len(head))
+    tc = result.mean["truth"]["colorfulness"]
+    for who, label in (("model", "model"), ("baseline", "gray")):
+        m = dict(result.mean[who])
+        m["colorfulness_ratio"] = m.pop("colorfulness_ratio_of_means")
+        lines.append(line("MEAN" if who == "model" else "", label, m, tc))
+    return "\n".join(lines)

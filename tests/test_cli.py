@@ -121,7 +121,8 @@ def test_subprocess_exit_codes(photos, tmp_path, tiny_checkpoint):
     bad = subprocess.run([*base, "--input", str(photos), "--output", str(tmp_path / "o2")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1
-    assert "zero.jpg: empty file (0 bytes)" in bad.stderr and "Traceback" not in bad.stderr
+    assert "zero.jpg: empty file (0 bytes)" in bad.stderr
+    assert "Traceback" not in bad.stderr, bad.stderr
     usage = subprocess.run([*base, "--input", str(photos), "--stride", "-3"],
                            capture_output=True, text=True, timeout=300)
     assert usage.returncode == 2 and "stride" in usage.stderr
@@ -181,3 +182,21 @@ def test_existing_scheduler(photos, tmp_path, tiny_checkpoint, dask_cluster):
     assert r2.exit_code == 0
     np.testing.assert_array_equal(tifffile.imread(out / "b.tif"),
                                   tifffile.imread(tmp_path / "local" / "b.tif"))
+
+
+def test_render_scale_end_to_end(photos, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    r = run_cli(["--input", str(photos / "b.tif"), "--output", str(out), "--checkpoint",
+                 str(tiny_checkpoint), *FAST, "--render-scale", "0.5"])
+    assert r.exit_code == 0, r.output
+    b = tifffile.imread(out / "b.tif")
+    assert b.shape == (130, 90, 3) and b.dtype == np.uint16
+    bad = run_cli(["--input", str(photos), "--render-scale", "0.3", *FAST])
+    assert bad.exit_code == 2 and "render scale must be 1/k" in bad.output
+
+
+def test_tile_must_suit_the_checkpoint(photos, tmp_path, tiny_checkpoint):
+    r = run_cli(["--input", str(photos), "--output", str(tmp_path / "o"), "--checkpoint",
+                 str(tiny_checkpoint), "--tile", "72", "--stride", "36", "--block", "144",
+                 "--dashboard-address", "127.0.0.1:0"])
+    assert r.exit_code == 2 and "--tile must be a multiple of 16" in r.output

@@ -158,3 +158,36 @@ def test_finished_blocks_are_not_recomputed(client1, tmp_path):
     assert graph.maps == [] and graph.ingests == [] and len(graph.reduces) == 16
     client1.gather(graph.reduces)
     np.testing.assert_array_equal(store.array("ab")[:], ab)
+
+
+@pytest.mark.parametrize("h,w,k,tile,stride,block", [(101, 87, 2, 16, 8, 64),
+                                                     (130, 61, 3, 16, 12, 96),
+                                                     (40, 300, 4, 16, 8, 64)])
+def test_render_scale_equals_whole_image_at_reduced_scale(client2, tmp_path, h, w, k, tile,
+                                                          stride, block):
+    """Chroma predicted on the k-times coarser grid and upsampled: the tiled result equals
+    the stand-in applied to the whole downsampled image, then upsampled."""
+    from tilecolor.resample import downsample_mean, upsample_bilinear
+
+    img = smooth_image(h, w, seed=k)
+    settings = Settings(tile=tile, stride=stride, block=block, blend="cosine", batch_size=5,
+                        render_scale=1 / k)
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, img)
+    store = WorkStore.create(tmp_path / "w.zarr", settings.plan(h, w), "uint8", output="ab",
+                             render=settings.render_plan(h, w))
+    graph = submit_image(client2, probe(path), store, settings, affine)
+    client2.gather(graph.reduces)
+    small = downsample_mean(gray_to_lightness(img), k)
+    ab_small = np.moveaxis(affine(lightness_to_input(small)[None, None])[0], 0, -1) * 110
+    expected = upsample_bilinear(ab_small, (0, 0), k, (0, h), (0, w), small.shape)
+    np.testing.assert_allclose(store.array("ab")[:] / 110, expected / 110, atol=1e-5)
+
+
+def test_render_scale_must_be_one_over_an_integer():
+    from tilecolor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="render_scale=0.4"):
+        Settings(render_scale=0.4)
+    with pytest.raises(ConfigError, match="multiple of 1/render_scale=3"):
+        Settings(render_scale=1 / 3, block=2048)

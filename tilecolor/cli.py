@@ -25,7 +25,8 @@ log = logging.getLogger("tilecolor")
 # CLI parameter -> job-spec key
 _SPEC_KEYS = {"input_path": "input", "output_dir": "output", "checkpoint": "checkpoint",
               "tile": "tile", "stride": "stride", "blend": "blend", "block": "block",
-              "batch_size": "batch_size", "fmt": "format", "overwrite": "overwrite",
+              "batch_size": "batch_size", "render_scale": "render_scale", "fmt": "format",
+              "overwrite": "overwrite",
               "device": "device", "report": "report", "workers": "cluster.workers",
               "threads": "cluster.threads", "scheduler": "cluster.address",
               "dashboard_address": "cluster.dashboard_address"}
@@ -67,6 +68,9 @@ def main() -> None:
 @click.option("--block", default=2048, show_default=True,
               help="Pixels per side of a Dask block (memory per task scales with it).")
 @click.option("--batch-size", default=16, show_default=True, help="Tiles per generator call.")
+@click.option("--render-scale", default=1.0, show_default=True,
+              help="Predict chroma at this scale (1/k: 0.5 costs a quarter) and upsample it "
+                   "under the full-resolution L.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format [default: the input's].")
 @click.option("--workers", default=1, show_default=True,
@@ -159,7 +163,12 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
          allow_output_in_input: bool = False) -> int:
     """Execute a RunConfig; returns the exit code."""
     from tilecolor.checkpoint import default_checkpoint
-    from tilecolor.cluster import connect, quiet_expected_errors, require_resource
+    from tilecolor.cluster import (
+        connect,
+        inference_resources,
+        quiet_expected_errors,
+        require_resource,
+    )
     from tilecolor.engine import Settings
     from tilecolor.pipeline import find_inputs, plan_batch, run_jobs, write_report
     from tilecolor.predict import default_threads, make_predictor
@@ -168,7 +177,8 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     try:
         settings = Settings(tile=cfg.tile, stride=cfg.stride, blend=Blend(cfg.blend),
                             block=cfg.block, batch_size=cfg.batch_size,
-                            resources={"GPU": 1} if cfg.device == "cuda" else None)
+                            render_scale=cfg.render_scale,
+                            resources=inference_resources(cfg.device, cfg.cluster.kind))
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
     inputs = find_inputs(list(cfg.input))
@@ -189,6 +199,9 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     try:
         predict = make_predictor(cfg.checkpoint or default_checkpoint(), device=cfg.device,
                                  threads=threads)
+        if settings.tile % predict.multiple:
+            raise click.UsageError(f"--tile must be a multiple of {predict.multiple} for this "
+                                   f"checkpoint (2**depth), got tile={settings.tile}")
         jobs, results = plan_batch(inputs, out_dir, settings, predict.digest,
                                    fmt=cfg.format, overwrite=cfg.overwrite, policy=policy)
         if jobs:
@@ -200,8 +213,8 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
             with connect(cluster, security=security) as client:
                 quiet_expected_errors(client)  # corrupt inputs: one line, no traceback
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
-                if settings.resources:
-                    require_resource(client, "GPU", timeout=cluster.resource_timeout)
+                for resource in settings.resources or {}:
+                    require_resource(client, resource, timeout=cluster.resource_timeout)
                 report_dir.mkdir(parents=True, exist_ok=True)
                 from distributed import performance_report
 
@@ -288,6 +301,7 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     """Measure a checkpoint on color photos (PSNR, SSIM, CIEDE2000, ab RMSE, colorfulness)
     against the gray baseline, colorizing through the same tiled engine as `run`."""
     from tilecolor.checkpoint import default_checkpoint
+    from tilecolor.cluster import inference_resources
     from tilecolor.engine import Settings
     from tilecolor.evaluate import evaluate, format_table, select_photos
     from tilecolor.predict import default_threads
@@ -295,8 +309,7 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     _setup_logging(verbose, quiet)
     try:
         settings = Settings(tile=tile, stride=stride, blend=Blend(blend), block=block,
-                            batch_size=batch_size,
-                            resources={"GPU": 1} if device == "cuda" else None)
+                            batch_size=batch_size, resources=inference_resources(device, "local"))
         photos = select_photos(data_dir, split, val_count)
     except ConfigError as e:
         raise click.UsageError(str(e)) from e

@@ -42,6 +42,17 @@ def jobqueue_cluster(cfg: ClusterConfig):
     return cls(**kwargs)
 
 
+GENERATOR = "generator"
+
+
+def inference_resources(device: str, kind: str) -> dict[str, float] | None:
+    """What a generator task asks for: the GPU on CUDA, the worker's generator slot on the
+    embedded LocalCluster, nothing on clusters whose workers tilecolor did not start."""
+    if device.startswith("cuda"):
+        return {"GPU": 1}
+    return {GENERATOR: 1} if kind == "local" else None
+
+
 @contextmanager
 def connect(cfg: ClusterConfig, *, security=None) -> Iterator:
     """Yield a ``distributed.Client`` for ``cfg``.
@@ -61,8 +72,11 @@ def connect(cfg: ClusterConfig, *, security=None) -> Iterator:
             cluster.scale(jobs=cfg.jobs)
             yield client
         return
-    resources = {"GPU": 1} if cfg.gpus else None
-    with LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+    # Two task threads per worker, one "generator" slot: reading, blending and writing
+    # overlap the generator instead of waiting behind it (torch uses the cores inside its
+    # task), while two generator tasks never share one worker's cores.
+    resources = {GENERATOR: 1, **({"GPU": 1} if cfg.gpus else {})}
+    with LocalCluster(n_workers=cfg.workers, threads_per_worker=2, processes=True,
                       host=cfg.host, dashboard_address=cfg.dashboard_address,
                       resources=resources, security=security,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:

@@ -70,6 +70,7 @@ class RunConfig:
     blend: str = "cosine"
     block: int = 2048
     batch_size: int = 16
+    render_scale: float = 1.0
     format: str | None = None
     overwrite: bool = False
     device: str = "cpu"
@@ -79,7 +80,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.blend not in {b.value for b in Blend}:
             _bad("blend", self.blend)
-        if self.format not in (None, "tiff", "png", "jpeg"):
+        if self.format not in (None, "tiff", "png", "jpeg", "zarr"):
             _bad("format", self.format)
         if self.device not in ("cpu", "cuda"):
             _bad("device", self.device)
@@ -103,6 +104,8 @@ def _check_types(cls, values: dict[str, Any], where: str) -> None:
                                                    or isinstance(value, bool)):
             if not (value is None and "None" in want):
                 raise ConfigError(f"{where}{key} must be an integer, got {value!r}")
+        if want == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ConfigError(f"{where}{key} must be a number, got {value!r}")
         if want == "bool" and not isinstance(value, bool):
             raise ConfigError(f"{where}{key} must be true or false, got {value!r}")
         if want.startswith("str") and not (isinstance(value, str)

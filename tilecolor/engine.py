@@ -23,6 +23,7 @@ from tilecolor.blending import Blend, axis_weight_sum, axis_windows
 from tilecolor.color import AB_SCALE, compose_rgb, gray_to_lightness, lightness_to_input
 from tilecolor.errors import ConfigError
 from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
+from tilecolor.resample import downsample_mean, reduced_length, source_span, upsample_bilinear
 from tilecolor.store import STAGES, WorkStore
 from tilecolor.tiling import Plan, check_geometry, contributions, tile_origins
 
@@ -39,15 +40,36 @@ class Settings:
     block: int = 2048
     batch_size: int = 16
     resources: dict[str, float] | None = field(default=None, hash=False)
+    render_scale: float = 1.0  #: predict chroma at this scale (1/k) and upsample it
 
     def __post_init__(self) -> None:
-        check_geometry(self.tile, self.stride, self.block)
         object.__setattr__(self, "blend", Blend(self.blend))
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got batch_size={self.batch_size}")
+        k = round(1 / self.render_scale) if self.render_scale > 0 else 0
+        if k < 1 or abs(1 / k - self.render_scale) > 1e-6:
+            raise ConfigError(f"render scale must be 1/k for an integer k >= 1 (1, 0.5, "
+                              f"0.25...), got render_scale={self.render_scale}")
+        if self.block % k:
+            raise ConfigError(f"block must be a multiple of 1/render_scale={k}, "
+                              f"got block={self.block}")
+        check_geometry(self.tile, self.stride, self.block // k)
+
+    @property
+    def factor(self) -> int:
+        """k: chroma is predicted on a grid k times coarser than the image."""
+        return round(1 / self.render_scale)
 
     def plan(self, height: int, width: int) -> Plan:
+        """Full-resolution blocks: ingest, output chunks."""
         return Plan(height, width, self.tile, self.stride, self.block)
+
+    def render_plan(self, height: int, width: int) -> Plan:
+        """The grid the generator runs on (the full one unless render_scale < 1); its
+        blocks correspond one to one with the full-resolution blocks."""
+        k = self.factor
+        return Plan(reduced_length(height, k), reduced_length(width, k), self.tile,
+                    self.stride, self.block // k)
 
 
 @lru_cache(maxsize=64)
@@ -74,6 +96,11 @@ def ingest_region(info: ImageInfo, store: WorkStore, plan: Plan, r: int | None,
         pixels = read_tiff_region(info.path, by.start, by.stop, bx.start, bx.stop,
                                   page=info.page)
     store.array("L", "r+")[y0 : y0 + pixels.shape[0], x0 : x0 + pixels.shape[1]] = pixels
+    k = int(store.attrs.get("render_factor", 1))
+    if k > 1:  # blocks are multiples of k, so the reduced cells never straddle two blocks
+        small = downsample_mean(gray_to_lightness(pixels), k)
+        store.array("Ls", "r+")[y0 // k : y0 // k + small.shape[0],
+                                x0 // k : x0 // k + small.shape[1]] = small
     ny, nx = plan.grid
     for rr, cc in ([(r, c)] if r is not None else [(i, j) for i in range(ny) for j in range(nx)]):
         store.mark_done("ingest", rr, cc)
@@ -92,8 +119,12 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     if len(oy) == 0 or len(ox) == 0:  # a last block can own no tile: the one before covers it
         store.mark_done("map", r, c)
         return {"tiles": 0, "seconds": time.perf_counter() - t0}
-    gray = store.array("L")[by.start : by.fp_stop, bx.start : bx.fp_stop]
-    net_in = lightness_to_input(gray_to_lightness(gray))
+    if int(store.attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
+        lightness = store.array("Ls")[by.start : by.fp_stop, bx.start : bx.fp_stop]
+    else:
+        lightness = gray_to_lightness(store.array("L")[by.start : by.fp_stop,
+                                                       bx.start : bx.fp_stop])
+    net_in = lightness_to_input(lightness)
     # (fh, fw); an axis shorter than a tile is reflect-padded up to it (only whole-image axes)
     pad = ((0, max(0, plan.tile - net_in.shape[0])), (0, max(0, plan.tile - net_in.shape[1])))
     if pad[0][1] or pad[1][1]:
@@ -133,7 +164,9 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
                     _weight_sum(plan.width, plan.tile, plan.stride, blend)[bx.start : bx.stop])
     ab = np.moveaxis(ab / wsum, 0, -1) * AB_SCALE  # (h, w, 2) in Lab units
     region = (slice(by.start, by.stop), slice(bx.start, bx.stop))
-    if store.attrs["output"] == "ab":
+    if int(store.attrs.get("render_factor", 1)) > 1:  # upsampled later, by compose_chunk
+        store.array("ab_small", "r+")[region] = ab
+    elif store.attrs["output"] == "ab":
         store.array("ab", "r+")[region] = ab
     else:
         out = store.array("rgb", "r+")
@@ -142,9 +175,30 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
     return int(ab.shape[0] * ab.shape[1])
 
 
+def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: int,
+                  *deps) -> int:
+    """Upsample the blended reduced chroma under full-resolution chunk (r, c) and compose
+    it with the original L (render_scale < 1 only)."""
+    by, bx = plan.rows[r], plan.cols[c]
+    ylo, yhi = source_span(by.start, by.stop, k, small.height)
+    xlo, xhi = source_span(bx.start, bx.stop, k, small.width)
+    src = store.array("ab_small")[ylo:yhi, xlo:xhi]
+    ab = upsample_bilinear(src, (ylo, xlo), k, (by.start, by.stop), (bx.start, bx.stop),
+                           (small.height, small.width))
+    region = (slice(by.start, by.stop), slice(bx.start, bx.stop))
+    if store.attrs["output"] == "ab":
+        store.array("ab", "r+")[region] = ab
+    else:
+        out = store.array("rgb", "r+")
+        out[region] = compose_rgb(store.array("L")[region], ab, out.dtype)
+    store.mark_done("compose", r, c)
+    return int(ab.shape[0] * ab.shape[1])
+
+
 def write_output(store: WorkStore, dest: Path, fmt: str, *deps) -> str:
-    """Stream the finished ``rgb`` array to ``dest`` (atomically)."""
-    write_image(store.array("rgb"), Path(dest), fmt)
+    """Stream the finished ``rgb`` array to ``dest`` (atomically); a TIFF's reduced levels
+    are staged in the store's ``pyramid`` group, which is removed once written."""
+    write_image(store.array("rgb"), Path(dest), fmt, scratch=store.path / "pyramid")
     return str(dest)
 
 
@@ -152,7 +206,9 @@ def write_output(store: WorkStore, dest: Path, fmt: str, *deps) -> str:
 
 @dataclass
 class ImageGraph:
-    """The futures of one image (only the stages not already done)."""
+    """The futures of one image (only the stages not already done). ``reduces`` ends with
+    the compose tasks when chroma is rendered at reduced scale: waiting on all of it means
+    the output array is complete."""
 
     ingests: list
     maps: list
@@ -175,10 +231,11 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
     task stream shows what runs.
     """
     plan = settings.plan(info.height, info.width)
+    small, k = settings.render_plan(info.height, info.width), settings.factor
     ny, nx = plan.grid
     token = uuid.uuid4().hex[:12]
     blend = settings.blend
-    ingested, done, reduced = (store.blocks_done(stage) for stage in STAGES)
+    ingested, done, reduced, composed = (store.blocks_done(stage) for stage in STAGES)
     ingest: dict[tuple[int, int], object] = {}
     if info.format == "tiff":  # read by region, block by block, in parallel
         for r, c in np.argwhere(~ingested).tolist():
@@ -197,23 +254,40 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
             deps = {ingest[(rr, cc)] for rr in (r, r + 1) for cc in (c, c + 1)
                     if (rr, cc) in ingest}
             maps[(r, c)] = client.submit(
-                map_block, store, plan, blend, r, c, settings.batch_size, predict, *deps,
+                map_block, store, small, blend, r, c, settings.batch_size, predict, *deps,
                 key=(f"colorize_block-{token}", r, c), resources=settings.resources,
                 retries=retries)
-    reduces = []
+    reduces = {}
     for r in range(ny):
         for c in range(nx):
             if reduced[r, c]:
                 continue
-            deps = [maps[(cy.block, cx.block)] for cy in contributions(plan.rows, r)
-                    for cx in contributions(plan.cols, c) if (cy.block, cx.block) in maps]
-            if (r, c) in ingest:  # composes RGB from L
+            deps = [maps[(cy.block, cx.block)] for cy in contributions(small.rows, r)
+                    for cx in contributions(small.cols, c) if (cy.block, cx.block) in maps]
+            if (r, c) in maps:  # also a block that owns no tile: the image ends after it
+                deps.append(maps[(r, c)])
+            if k == 1 and (r, c) in ingest:  # composes RGB from L
                 deps.append(ingest[(r, c)])
-            reduces.append(client.submit(reduce_chunk, store, plan, blend, r, c, *deps,
-                                         key=(f"blend_chunk-{token}", r, c), retries=retries))
+            reduces[(r, c)] = client.submit(reduce_chunk, store, small, blend, r, c, *deps,
+                                            key=(f"blend_chunk-{token}", r, c),
+                                            retries=retries)
+    composes = []
+    if k > 1:  # upsample the reduced chroma under the full-resolution L, chunk by chunk
+        for r in range(ny):
+            for c in range(nx):
+                if composed[r, c]:
+                    continue
+                deps = [reduces[(rr, cc)] for rr in (r - 1, r, r + 1) for cc in (c - 1, c, c + 1)
+                        if (rr, cc) in reduces]
+                if (r, c) in ingest:
+                    deps.append(ingest[(r, c)])
+                composes.append(client.submit(compose_chunk, store, plan, small, k, r, c, *deps,
+                                              key=(f"compose_chunk-{token}", r, c),
+                                              retries=retries))
+    last = composes if k > 1 else list(reduces.values())
     final = None
     if dest is not None:
-        final = client.submit(write_output, store, dest, fmt, *reduces,
+        final = client.submit(write_output, store, dest, fmt, *last,
                               key=f"write_output-{token}", retries=retries)
     ingests = list({id(f): f for f in ingest.values()}.values())
-    return ImageGraph(ingests, list(maps.values()), reduces, final)
+    return ImageGraph(ingests, list(maps.values()), [*reduces.values(), *composes], final)

@@ -4,17 +4,19 @@ Inputs: TIFF (1/8/16-bit, float, BigTIFF, tiled or striped, any page; read by re
 tifffile's zarr store, never decoded whole), PNG and JPEG (decoded whole; they are not
 gigapixel formats, and Pillow's decompression-bomb guard applies to them). Every input is
 checked from its header first (:func:`probe`, rules in :mod:`tilecolor.validate`); color
-inputs are converted to the gray with the same L*. Outputs are written to a hidden
-temporary name beside the target and renamed, so a reader never sees half a file.
+inputs are converted to the gray with the same L*. Outputs (a file, or an OME-Zarr folder)
+are written to a hidden temporary name beside the target and renamed, so a reader never
+sees half an output; pyramidal TIFF and OME-Zarr are streamed by :mod:`tilecolor.outputs`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
+import uuid
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ import numpy as np
 
 from tilecolor.color import rgb_to_gray
 from tilecolor.errors import InputError, OutputError, one_line
+from tilecolor.outputs import OUTPUT_TILE as OUTPUT_TILE  # re-exported
+from tilecolor.outputs import write_ome_zarr, write_tiff
 from tilecolor.validate import (
     SUPPORTED,
     InputPolicy,
@@ -37,9 +41,8 @@ from tilecolor.validate import (
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("tiff", "png", "jpeg")
-EXTENSIONS = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg"}
-OUTPUT_TILE = 256  #: tile side of TIFF outputs (tifffile wants multiples of 16)
+FORMATS = ("tiff", "png", "jpeg", "zarr")
+EXTENSIONS = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg", "zarr": ".ome.zarr"}
 _PIL_FORMATS = {"png": ["PNG"], "jpeg": ["JPEG"]}  # JPEG's opener also makes MPO
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG color type -> samples after decoding
 
@@ -278,10 +281,16 @@ def read_tiff_region(path: Path, y0: int, y1: int, x0: int, x1: int, *,
 
 
 def output_path(out_dir: Path, src: Path, fmt: str) -> Path:
-    """``out_dir/<stem><ext>``; keeps the input's extension when the format is unchanged."""
+    """``out_dir/<stem><ext>``; keeps the input's extension when the format is unchanged.
+
+    ``zarr`` outputs are folders named ``<stem>.ome.zarr`` (``x.ome.tif`` -> ``x.ome.zarr``).
+    """
     ext = src.suffix if src.suffix.lower() in {".tif", ".tiff", ".png", ".jpg", ".jpeg"} \
         and sniff_ext(src.suffix) == fmt else EXTENSIONS[fmt]
-    name = Path(src.stem + ext).name
+    stem = src.stem
+    if fmt == "zarr" and stem.lower().endswith(".ome") and len(stem) > 4:
+        stem = stem[:-4]
+    name = Path(stem + ext).name
     if name in ("", ".", "..") or "/" in name:
         raise OutputError(f"cannot derive an output name from {src}")
     return out_dir / name
@@ -292,54 +301,69 @@ def sniff_ext(suffix: str) -> str | None:
             ".jpeg": "jpeg"}.get(suffix.lower())
 
 
-def _strips(rgb, rows: int) -> Iterator[np.ndarray]:
-    for y in range(0, rgb.shape[0], rows):
-        yield np.asarray(rgb[y : y + rows])
+def write_image(rgb, dest: Path, fmt: str, *, scratch: Path | None = None) -> Path:
+    """Write an (H, W, 3) array-like atomically (TIFF and OME-Zarr stream it in strips).
 
-
-def _tiles(rgb, tile: int) -> Iterator[np.ndarray]:
-    """Row-major TIFF tiles, padded at the right and bottom edges."""
-    h, w = rgb.shape[:2]
-    for strip in _strips(rgb, tile):
-        if strip.shape[0] < tile:
-            strip = np.pad(strip, ((0, tile - strip.shape[0]), (0, 0), (0, 0)))
-        for x in range(0, w, tile):
-            t = strip[:, x : x + tile]
-            if t.shape[1] < tile:
-                t = np.pad(t, ((0, 0), (0, tile - t.shape[1]), (0, 0)))
-            yield t
-
-
-def write_image(rgb, dest: Path, fmt: str) -> Path:
-    """Write an (H, W, 3) array-like (a zarr array is read strip by strip) atomically."""
+    Parameters
+    ----------
+    rgb : (H, W, 3) uint8 or uint16 pixels; a zarr array is read strip by strip (PNG and
+        JPEG read it whole).
+    dest : the output file (``zarr``: the output folder); an existing one is replaced.
+    fmt : one of :data:`FORMATS`.
+    scratch : folder for the TIFF pyramid's temporary levels (default: beside ``dest``).
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     # the prefix is cut so that a long (but valid) output name still leaves a valid temp name
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name[:64]}.",
-                                    suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    prefix, suffix = f".{dest.name[:64]}.", ".part"
+    if fmt == "zarr":
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=prefix, suffix=suffix))
+    else:
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=prefix, suffix=suffix)
+        os.close(fd)
+        tmp = Path(tmp_name)
     try:
-        _write(rgb, tmp, fmt)
+        _write(rgb, tmp, fmt, dest, scratch)
         umask = os.umask(0)
         os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp, dest)
+        # mkstemp/mkdtemp make 0600/0700; outputs get the usual mode
+        tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~umask)
+        _replace(tmp, dest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     return dest
 
 
-def _write(rgb, path: Path, fmt: str) -> None:
+def _replace(tmp: Path, dest: Path) -> None:
+    """``os.replace``, also when either is a folder: an existing ``dest`` is then renamed
+    aside, ``tmp`` renamed in, and the old one removed (put back if the rename fails)."""
+    if not (tmp.is_dir() or dest.is_dir()) or not os.path.lexists(dest):
+        os.replace(tmp, dest)
+        return
+    aside = dest.with_name(f".{dest.name[:64]}.{uuid.uuid4().hex[:8]}.old")
+    os.rename(dest, aside)
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        os.rename(aside, dest)
+        raise
+    _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _write(rgb, path: Path, fmt: str, dest: Path, scratch: Path | None) -> None:
     h, w = rgb.shape[:2]
     dtype = np.dtype(rgb.dtype)
     if fmt == "tiff":
-        import tifffile
-
-        big = h * w * 3 * dtype.itemsize > 2**31
-        tifffile.imwrite(path, _tiles(rgb, OUTPUT_TILE), shape=(h, w, 3), dtype=dtype,
-                         tile=(OUTPUT_TILE, OUTPUT_TILE), photometric="rgb",
-                         compression="zlib", bigtiff=big, metadata=None)
+        write_tiff(rgb, path, scratch)
+    elif fmt == "zarr":
+        write_ome_zarr(rgb, path, name=dest.name.removesuffix(EXTENSIONS["zarr"]))
     elif fmt == "png":
         import imagecodecs
 

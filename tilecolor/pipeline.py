@@ -82,7 +82,8 @@ def fingerprint(src: Path, model_digest: str, settings: Settings, fmt: str,
     settings."""
     st = src.stat()
     h = hashlib.sha256()
-    h.update(json.dumps([st.st_size, st.st_mtime_ns, model_digest, settings.tile,
+    h.update(json.dumps([st.st_size, st.st_mtime_ns, model_digest, settings.render_scale,
+                         settings.tile,
                          settings.stride, str(settings.blend), fmt,
                          *([page] if page else [])]).encode())
     with open(src, "rb") as f:
@@ -147,7 +148,8 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
                  int(store.blocks_done().sum()), store.blocks_done().size)
     else:
         work.mkdir(parents=True, exist_ok=True)
-        store = WorkStore.create(store.path, plan, info.dtype, attrs=attrs)
+        store = WorkStore.create(store.path, plan, info.dtype, attrs=attrs,
+                                 render=settings.render_plan(info.height, info.width))
     return Job(src, info, dest, out_fmt, store, manifest, fp, plan.n_tiles)
 
 
@@ -245,6 +247,7 @@ def write_report(path: Path, results: list[ImageResult], seconds: float,
     pixels = sum(r.height * r.width for r in done)
     report = {
         "settings": {"tile": settings.tile, "stride": settings.stride,
+                     "render_scale": settings.render_scale,
                      "blend": str(settings.blend), "block": settings.block,
                      "batch_size": settings.batch_size},
         "model_sha256": model_digest,

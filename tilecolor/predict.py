@@ -45,6 +45,7 @@ class GeneratorPredictor:
     device: str = "cpu"
     precision: str = "fp32"
     threads: int | None = None
+    multiple: int = 1  #: tile sides must be multiples of this (2**depth)
 
     def _model(self):
         import torch
@@ -67,6 +68,10 @@ class GeneratorPredictor:
         import torch
 
         model = self._model()
+        # OpenMP thread counts are per calling thread, and a Dask worker may run this task
+        # on any of its task threads (whose OMP_NUM_THREADS=1 came from the nanny)
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
             if self.device.startswith("cuda"):
@@ -91,11 +96,15 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
     if precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"precision must be fp32, bf16 or fp16, got precision={precision!r}")
     path = resolve(checkpoint)
-    read_metadata(path)
+    meta = read_metadata(path)
     if validate:
-        load_generator(path)
+        model, _ = load_generator(path)
+        multiple = model.spec.multiple
+    else:
+        multiple = 2 ** int(meta["architecture"].get("depth", 0))
     digest = file_digest(path / "generator.safetensors")
-    return GeneratorPredictor(str(path.resolve()), digest, device, precision, threads)
+    return GeneratorPredictor(str(path.resolve()), digest, device, precision, threads,
+                              multiple)
 
 
 def default_threads(workers: int) -> int:

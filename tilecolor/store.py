@@ -5,12 +5,15 @@ Layout (one group per input image)::
     L         (H, W)                   the input's gray, chunked block x block
     partial   (2, nby*Fy, nbx*Fx)      float32 sum(w * ab) of each block's footprint; chunk
                                        (r, c) belongs to block (r, c) alone (one writer)
-    ingest_done, map_done, reduce_done  (nby, nbx) uint8
+    Ls, ab_small (h/k, w/k[, 2])       reduced L* and blended chroma (render_scale 1/k < 1)
+    ingest_done, map_done, reduce_done, compose_done  (nby, nbx) uint8
                                        explicit records of finished blocks per stage (a
                                        chunk equal to the fill value is never written, so
                                        "chunk exists" cannot be the done marker; zarr
                                        writes each chunk file atomically)
     rgb       (H, W, 3)                final pixels (or ``ab`` (H, W, 2) float32 Lab units)
+    pyramid/1, pyramid/2 ...           a TIFF output's reduced levels while it is written
+                                       (by :func:`tilecolor.outputs.write_tiff`), then removed
 
 The weight sum is not stored: it is separable and recomputed from the geometry.
 """
@@ -30,7 +33,7 @@ from tilecolor.tiling import Plan, footprint_capacity
 _FAST = BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")
 
 
-STAGES = ("ingest", "map", "reduce")
+STAGES = ("ingest", "map", "reduce", "compose")
 
 
 def output_rows(block: int) -> int:
@@ -49,15 +52,28 @@ class WorkStore:
 
     @classmethod
     def create(cls, path: str | Path, plan: Plan, dtype: str, *, output: str = "rgb",
-               attrs: dict[str, Any] | None = None) -> WorkStore:
-        """Create (replacing any previous content) the arrays for one image."""
+               attrs: dict[str, Any] | None = None, render: Plan | None = None) -> WorkStore:
+        """Create (replacing any previous content) the arrays for one image.
+
+        ``render`` is the generator's grid when chroma is rendered at reduced scale
+        (``Settings.render_plan``); its blocks match ``plan``'s one to one.
+        """
         path = Path(path)
         group = zarr.open_group(str(path), mode="w")
-        rows, cols = plan.rows, plan.cols
+        render = render or plan
+        k = plan.block // render.block
+        rows, cols = render.rows, render.cols
         fy, fx = footprint_capacity(rows), footprint_capacity(cols)
         h, w, b = plan.height, plan.width, plan.block
         group.create_array("L", shape=(h, w), chunks=(min(b, h), min(b, w)), dtype=dtype,
                            fill_value=0)
+        if k > 1:
+            hs, ws, bs = render.height, render.width, render.block
+            group.create_array("Ls", shape=(hs, ws), chunks=(min(bs, hs), min(bs, ws)),
+                               dtype="float32", fill_value=0.0, compressors=_FAST)
+            group.create_array("ab_small", shape=(hs, ws, 2),
+                               chunks=(min(bs, hs), min(bs, ws), 2), dtype="float32",
+                               fill_value=0.0, compressors=_FAST)
         group.create_array("partial", shape=(2, len(rows) * fy, len(cols) * fx),
                            chunks=(2, fy, fx), dtype="float32", fill_value=0.0,
                            compressors=_FAST)
@@ -73,7 +89,8 @@ class WorkStore:
                                dtype="float32", fill_value=0.0)
         else:
             raise ValueError(f"output must be 'rgb' or 'ab', got {output!r}")
-        group.attrs.update({"footprint": [fy, fx], "output": output, **(attrs or {})})
+        group.attrs.update({"footprint": [fy, fx], "output": output, "render_factor": k,
+                            **(attrs or {})})
         return cls(path)
 
     def array(self, name: str, mode: str = "r") -> zarr.Array:

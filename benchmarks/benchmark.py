@@ -1,0 +1,359 @@
+"""tilecolor benchmarks: prints Markdown tables (BENCHMARKS.md is this script's output).
+
+    python benchmarks/benchmark.py throughput --checkpoint models/default
+    python benchmarks/benchmark.py quality --checkpoint models/default
+    python benchmarks/benchmark.py memory --checkpoint PATH [--sizes 8192,32768]
+
+throughput  one 4096x4096 input, stride 256, one generator: the bare generator on the same
+            tiles in one process (the ceiling), `tilecolor run` end to end (a subprocess:
+            cluster start, ingest, blend, TIFF write included; and the in-cluster time from
+            its JSON report), and MONAI's sliding_window_inference with the same generator,
+            overlap 0 and constant blend (run in a separate venv: MONAI is a peer, not a
+            dependency; --monai-python points at it).
+quality     per stride (256..32) and blend: compute cost (generator input pixels per image
+            pixel), ab RMSE against whole-image inference, and the seam score (below).
+memory      peak RSS of the whole process tree (driver + nanny + workers) of `tilecolor run`
+            for square inputs of the given sides, and the largest output difference between
+            two block sizes.
+
+Seam score: G = |grad a|^2 + |grad b|^2 (forward differences of the blended chroma, Lab
+units). The seam band is every pixel within 1 px of an interior tile edge (x or y equal to
+an origin or origin + tile, not at the image border). For a result R,
+ratio(R) = mean_band(G_R) / mean_rest(G_R); seam score = ratio(tiled) / ratio(whole-image
+inference), so image content cancels: 1.0 means the tile edges add no chroma gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = REPO.parent / "shared" / "data" / "photos"
+VAL = ["plasma-Kite.jpg", "mate-Storm.jpg", "mate-Blinds.jpg", "lomiri-Picture_0B_by_freespace.jpg"]
+
+
+def gray_from_photo(name: str, width: int, height: int) -> np.ndarray:
+    """A validation photo, resized to cover (width, height), center-cropped, as gray uint8."""
+    from PIL import Image
+
+    from tilecolor.color import rgb_to_gray
+
+    with Image.open(PHOTOS / name) as im:
+        scale = max(width / im.width, height / im.height)
+        im = im.convert("RGB").resize((round(im.width * scale), round(im.height * scale)),
+                                      Image.LANCZOS)
+        x0, y0 = (im.width - width) // 2, (im.height - height) // 2
+        rgb = np.asarray(im.crop((x0, y0, x0 + width, y0 + height)))
+    return rgb_to_gray(rgb)
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                if ln.startswith("model name")), platform.processor())
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_cli(args: list[str], *, poll: float = 0.2
+            ) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Run `tilecolor run ARGS`; returns (wall seconds, peak tree RSS bytes, result)."""
+    cmd = [sys.executable, "-m", "tilecolor", "run", *args, "-q",
+           "--dashboard-address", "127.0.0.1:0"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(poll)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"tilecolor run failed ({proc.returncode}): {err[-2000:]}")
+    return wall, peak, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def report_seconds(report_dir: Path) -> float:
+    report = json.loads(sorted(report_dir.glob("run-*.json"))[-1].read_text())
+    return sum(i["seconds"] for i in report["images"] if i["status"] == "done")
+
+
+# ------------------------------------------------------------------------------ throughput
+
+def throughput(args) -> None:
+    import tifffile
+    import torch
+
+    from tilecolor.color import gray_to_lightness, lightness_to_input
+    from tilecolor.predict import make_predictor
+    from tilecolor.tiling import tile_origins
+
+    side, tile = args.side, 256
+    work = Path(tempfile.mkdtemp(prefix="tc-bench-"))
+    gray = gray_from_photo(VAL[0], side, side)
+    (work / "in").mkdir()
+    tifffile.imwrite(work / "in" / "img.tif", gray, tile=(256, 256), compression="zlib")
+    threads = len(os.sched_getaffinity(0))
+    rows = []
+
+    # the ceiling: the same tiles through the same generator, one process, all cores
+    torch.set_num_threads(threads)
+    predict = make_predictor(args.checkpoint, threads=threads)
+    x = lightness_to_input(gray_to_lightness(gray))
+    o = tile_origins(side, tile, args.stride)
+    tiles = np.stack([x[i : i + tile, j : j + tile] for i in o for j in o])[:, None]
+    predict(tiles[: args.batch_size])  # load + warm up
+    t0 = time.perf_counter()
+    for k in range(0, len(tiles), args.batch_size):
+        predict(tiles[k : k + args.batch_size])
+    bare = time.perf_counter() - t0
+    mp = side * side / 1e6
+    rows.append(("bare generator, same tiles, 1 process", bare, mp / bare))
+
+    # tilecolor run, end to end
+    cli_args = ["--input", str(work / "in"), "--checkpoint", str(args.checkpoint),
+                "--stride", str(args.stride), "--batch-size", str(args.batch_size),
+                "--blend", "uniform", "--report", str(work / "report")]
+    for name, extra in (("tilecolor run, 1 worker x 2 threads", ["--workers", "1"]),
+                        ("tilecolor run, 2 workers x 1 thread", ["--workers", "2"])):
+        out = work / f"out-{extra[-1]}"
+        wall, _, _ = run_cli([*cli_args, "--output", str(out), *extra])
+        inside = report_seconds(work / "report")
+        rows.append((f"{name} (whole command)", wall, mp / wall))
+        rows.append((f"{name} (in-cluster, from its report)", inside, mp / inside))
+
+    # MONAI sliding_window_inference with the same generator, overlap 0, constant blend
+    if args.monai_python:
+        script = (
+            "import sys,time,numpy as np,torch,tifffile\n"
+            "from monai.inferers import sliding_window_inference\n"
+            "from tilecolor.checkpoint import load_generator\n"
+            "from tilecolor.color import gray_to_lightness, lightness_to_input\n"
+            f"torch.set_num_threads({threads})\n"
+            f"m,_=load_generator({str(args.checkpoint)!r})\n"
+            f"g=tifffile.imread({str(work / 'in' / 'img.tif')!r})\n"
+            "t0=time.perf_counter()\n"
+            "x=torch.from_numpy(lightness_to_input(gray_to_lightness(g)))[None,None]\n"
+            "with torch.inference_mode():\n"
+            f"  y=sliding_window_inference(x,(256,256),{args.batch_size},m,"
+            f"overlap={1 - args.stride / tile},mode='constant')\n"
+            "print(time.perf_counter()-t0)\n")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        res = subprocess.run([args.monai_python, "-c", script], capture_output=True,
+                             text=True, env=env, check=True)
+        monai = float(res.stdout.strip().splitlines()[-1])
+        rows.append(("MONAI sliding_window_inference (in memory)", monai, mp / monai))
+
+    print(f"\n### Throughput: {side}x{side} input, stride {args.stride}, tile {tile}, "
+          f"{len(tiles)} tiles, batch {args.batch_size}\n")
+    print("| what | seconds | MP/s | vs bare generator |\n|---|---:|---:|---:|")
+    for name, sec, mps in rows:
+        print(f"| {name} | {sec:.1f} | {mps:.3f} | {bare / sec:.2f}x |")
+
+
+# --------------------------------------------------------------------------------- quality
+
+def seam_band(length: int, tile: int, stride: int) -> np.ndarray:
+    from tilecolor.tiling import tile_origins
+
+    band = np.zeros(length, bool)
+    for o in tile_origins(length, tile, stride):
+        for edge in (int(o), int(o) + tile):
+            if 0 < edge < length:
+                band[max(0, edge - 1) : edge + 1] = True
+    return band
+
+
+def gradient_energy(ab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 2) -> energy of forward differences along y (H-1, W) and x (H, W-1)."""
+    gy = (np.diff(ab, axis=0) ** 2).sum(-1)
+    gx = (np.diff(ab, axis=1) ** 2).sum(-1)
+    return gy, gx
+
+
+def seam_ratio(ab: np.ndarray, band_y: np.ndarray, band_x: np.ndarray) -> float:
+    gy, gx = gradient_energy(ab)
+    # a difference crosses an edge between rows i and i+1 when both are in the band
+    cross_y = band_y[:-1] & band_y[1:]
+    cross_x = band_x[:-1] & band_x[1:]
+    band = np.concatenate([gy[cross_y].ravel(), gx[:, cross_x].ravel()])
+    rest = np.concatenate([gy[~cross_y].ravel(), gx[:, ~cross_x].ravel()])
+    return float(band.mean() / rest.mean())
+
+
+def quality(args) -> None:
+    import tifffile
+    from distributed import Client, LocalCluster
+
+    from tilecolor.color import gray_to_lightness, lightness_to_input
+    from tilecolor.engine import Settings, submit_image
+    from tilecolor.io import probe
+    from tilecolor.predict import make_predictor
+    from tilecolor.store import WorkStore
+    from tilecolor.tiling import Plan
+
+    h, w, tile = args.height, args.width, 256
+    work = Path(tempfile.mkdtemp(prefix="tc-quality-"))
+    threads = len(os.sched_getaffinity(0))
+    predict = make_predictor(args.checkpoint, threads=threads)
+    images = []
+    for name in VAL[: args.images]:
+        gray = gray_from_photo(name, w, h)
+        path = work / f"{name}.tif"
+        tifffile.imwrite(path, gray)
+        x = lightness_to_input(gray_to_lightness(gray))[None, None]
+        whole = np.moveaxis(predict(x)[0], 0, -1) * 110.0  # (H, W, 2)
+        images.append((name, path, whole))
+    strides = [int(s) for s in args.strides.split(",")]
+    rows = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        for stride in strides:
+            band_y, band_x = seam_band(h, tile, stride), seam_band(w, tile, stride)
+            for blend in ("uniform", "cosine"):
+                settings = Settings(tile=tile, stride=stride, blend=blend, block=2048,
+                                    batch_size=16)
+                errs, seams, t0 = [], [], time.perf_counter()
+                for name, path, whole in images:
+                    store = WorkStore.create(work / f"{name}-{stride}-{blend}.zarr",
+                                             settings.plan(h, w), "uint8", output="ab")
+                    client.gather(submit_image(client, probe(path), store, settings,
+                                               predict).reduces)
+                    ab = store.array("ab")[:]
+                    store.remove()
+                    errs.append(float(np.sqrt(((ab - whole) ** 2).sum(-1).mean())))
+                    seams.append(seam_ratio(ab, band_y, band_x)
+                                 / seam_ratio(whole, band_y, band_x))
+                cost = Plan(h, w, tile, stride, 2048).tile_pixels_per_pixel()
+                rows.append((stride, blend, cost, np.mean(errs), np.mean(seams),
+                             time.perf_counter() - t0))
+                print(rows[-1], file=sys.stderr, flush=True)
+    paper = next(r for r in rows if r[0] == 32 and r[1] == "uniform") if 32 in strides else None
+    print(f"\n### Tiling quality: {args.images} validation photos at {w}x{h}, tile {tile}, "
+          f"against whole-image inference\n")
+    print("| stride | blend | compute (tile px / image px) | vs paper | ab RMSE vs whole | "
+          "seam score | seconds |\n|---:|---|---:|---:|---:|---:|---:|")
+    for stride, blend, cost, err, seam, sec in rows:
+        rel = f"{cost / paper[2]:.3f}" if paper else "-"
+        print(f"| {stride} | {blend} | {cost:.2f} | {rel} | {err:.3f} | {seam:.3f} | "
+              f"{sec:.1f} |")
+
+
+# ---------------------------------------------------------------------------------- memory
+
+def memory(args) -> None:
+    import tifffile
+
+    rows = []
+    for side in (int(s) for s in args.sizes.split(",")):
+        work = Path(tempfile.mkdtemp(prefix=f"tc-mem-{side}-", dir=args.workdir))
+        (work / "in").mkdir()
+        src = work / "in" / "big.tif"
+        t0 = time.perf_counter()
+        tile = 1024
+        base = gray_from_photo(VAL[0], 4096, 4096)
+
+        def tiles(side=side, tile=tile, base=base):
+            # the photo repeated: a real-looking image of any size, streamed tile by tile
+            for i in range(0, side, tile):
+                for j in range(0, side, tile):
+                    yield base[i % 4096 : i % 4096 + tile, j % 4096 : j % 4096 + tile]
+
+        tifffile.imwrite(src, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile),
+                         compression="zlib", bigtiff=True)
+        make = time.perf_counter() - t0
+        outs = {}
+        for block in (int(b) for b in args.blocks.split(",")):
+            out = work / f"out-{block}"
+            wall, peak, _ = run_cli(["--input", str(work / "in"), "--output", str(out),
+                                     "--checkpoint", str(args.checkpoint), "--stride",
+                                     str(args.stride), "--block", str(block),
+                                     "--workers", str(args.workers)], poll=0.5)
+            rows.append((side, block, wall, peak))
+            outs[block] = out / "big.tif"
+            print(rows[-1], file=sys.stderr, flush=True)
+        diff = "-"
+        if len(outs) == 2:
+            a, b = (tifffile.imread(p, aszarr=True) for p in outs.values())
+            import zarr
+
+            za, zb = zarr.open_array(a, mode="r"), zarr.open_array(b, mode="r")
+            worst = 0
+            for i in range(0, side, 2048):
+                worst = max(worst, int(np.abs(za[i : i + 2048].astype(np.int16)
+                                              - zb[i : i + 2048].astype(np.int16)).max()))
+            diff = str(worst)
+        print(f"\n### Memory: {side}x{side} ({side * side / 1e9:.2f} GP), stride {args.stride}, "
+              f"{args.workers} worker(s); input written in {make:.0f} s\n")
+        print("| block | wall s | MP/s | peak RSS, whole process tree |\n|---:|---:|---:|---:|")
+        for s, block, wall, peak in rows:
+            if s == side:
+                print(f"| {block} | {wall:.0f} | {s * s / 1e6 / wall:.2f} | "
+                      f"{peak / 2**30:.2f} GiB |")
+        print(f"\nLargest difference between the block sizes: {diff} (8-bit levels)")
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--checkpoint", type=Path, default=REPO / "models" / "default")
+    t.add_argument("--side", type=int, default=4096)
+    t.add_argument("--stride", type=int, default=256)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--monai-python", help="python of a venv with monai installed")
+    q = sub.add_parser("quality")
+    q.add_argument("--checkpoint", type=Path, default=REPO / "models" / "default")
+    q.add_argument("--images", type=int, default=2)
+    q.add_argument("--height", type=int, default=768)
+    q.add_argument("--width", type=int, default=1024)
+    q.add_argument("--strides", default="256,224,192,128,64,32")
+    m = sub.add_parser("memory")
+    m.add_argument("--checkpoint", type=Path, required=True)
+    m.add_argument("--sizes", default="8192")
+    m.add_argument("--blocks", default="2048")
+    m.add_argument("--stride", type=int, default=256)
+    m.add_argument("--workers", type=int, default=1)
+    m.add_argument("--workdir", default=None)
+    m.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    print(f"Machine: {machine()}")
+    {"throughput": throughput, "quality": quality, "memory": memory}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -76,7 +76,8 @@ def main() -> None:
     print(f"\n### Resume: {args.side}x{args.side}, block {args.block}\n")
     print("| run | seconds |\n|---|---:|")
     print(f"| uninterrupted | {full:.1f} |")
-    print(f"| killed (SIGKILL, whole tree) with {fraction:.0%} of blocks done | {before_kill:.1f} |")
+    print(f"| killed (SIGKILL, whole tree) with {fraction:.0%} of blocks done | "
+          f"{before_kill:.1f} |")
     print(f"| rerun after the kill (resumes) | {resumed:.1f} |")
     print(f"| scheduled rerun over finished work | {rerun:.1f} |")
     print(f"\nResume saved {full - resumed:.1f} s of {full:.1f} s "

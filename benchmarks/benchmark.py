@@ -237,7 +237,7 @@ def quality(args) -> None:
     strides = [int(s) for s in args.strides.split(",")]
     rows = []
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         for stride in strides:
             band_y, band_x = seam_band(h, tile, stride), seam_band(w, tile, stride)
             for blend in ("uniform", "cosine"):

@@ -85,7 +85,7 @@ def test_worker_killed_mid_run_still_completes_identically(tmp_path):
     info = probe(tmp_path / "in.tif")
     settings = Settings(tile=32, stride=16, block=32, blend="cosine", batch_size=4)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         ref = WorkStore.create(tmp_path / "ref.zarr", settings.plan(256, 256), "uint8",
                                output="ab")
         client.gather(submit_image(client, info, ref, settings, slow_affine).reduces)

@@ -268,7 +268,7 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
         t_color = time.perf_counter()
         if jobs:
             cluster = ClusterConfig(kind="local", workers=1, threads=threads,
-                                    dashboard_address=":0", host="127.0.0.1",
+                                    dashboard_address="127.0.0.1:0", host="127.0.0.1",
                                     gpus=1 if device == "cuda" else 0)
             with connect(cluster) as client:
                 results.update(run_jobs(client, jobs, settings, predict, progress=progress))

@@ -147,13 +147,25 @@ def write_tiff(rgb, path: Path, scratch: Path | None = None) -> None:
                 source = _pushed(rgb, pyramid) if k == 0 else strips(levels[k - 1], OUTPUT_TILE)
                 tif.write(tiles(source, OUTPUT_TILE), shape=(h, w, 3), dtype=dtype,
                           tile=(OUTPUT_TILE, OUTPUT_TILE), photometric="rgb",
-                          metadata=None if k else {},
+                          metadata=None if k else {"UUID": _content_uuid(rgb)},
                           subifds=(len(shapes) - 1 if k == 0 else None),
                           subfiletype=(1 if k else 0),
                           buffersize=OUTPUT_TILE * w * 3 * dtype.itemsize, **TIFF_CODEC)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _content_uuid(rgb) -> str:
+    """A UUID for the OME-XML derived from the image (shape, dtype, first rows) instead of
+    a random one, so the same result is written as the same bytes (resume is checked
+    byte for byte)."""
+    import hashlib
+    import uuid
+
+    h = hashlib.sha256(repr((tuple(rgb.shape), str(rgb.dtype))).encode())
+    h.update(np.ascontiguousarray(rgb[: min(OUTPUT_TILE, rgb.shape[0])]).tobytes())
+    return str(uuid.UUID(bytes=h.digest()[:16], version=5))
 
 
 def _pushed(rgb, pyramid: StripPyramid) -> Iterator[np.ndarray]:

@@ -298,6 +298,7 @@ def memory(args) -> None:
             wall, peak, _ = run_cli(["--input", str(work / "in"), "--output", str(out),
                                      "--checkpoint", str(args.checkpoint), "--stride",
                                      str(args.stride), "--block", str(block),
+                                     "--render-scale", str(args.render_scale),
                                      "--workers", str(args.workers)], poll=0.5)
             rows.append((side, block, wall, peak))
             outs[block] = out / "big.tif"
@@ -314,7 +315,8 @@ def memory(args) -> None:
                                               - zb[i : i + 2048].astype(np.int16)).max()))
             diff = str(worst)
         print(f"\n### Memory: {side}x{side} ({side * side / 1e9:.2f} GP), stride {args.stride}, "
-              f"{args.workers} worker(s); input written in {make:.0f} s\n")
+              f"render scale {args.render_scale}, {args.workers} worker(s), model "
+              f"{args.checkpoint}; input written in {make:.0f} s\n")
         print("| block | wall s | MP/s | peak RSS, whole process tree |\n|---:|---:|---:|---:|")
         for s, block, wall, peak in rows:
             if s == side:
@@ -348,6 +350,7 @@ def main() -> None:
     m.add_argument("--blocks", default="2048")
     m.add_argument("--stride", type=int, default=256)
     m.add_argument("--workers", type=int, default=1)
+    m.add_argument("--render-scale", type=float, default=1.0)
     m.add_argument("--workdir", default=None)
     m.add_argument("--keep", action="store_true")
     args = ap.parse_args()

@@ -138,3 +138,22 @@ def test_systemd_units_parse():
     timer = configparser.ConfigParser()
     timer.read(PIPELINES / "systemd/tilecolor-nightly.timer")
     assert timer["Timer"]["OnCalendar"] == "*-*-* 02:30:00"
+
+
+def test_hostile_input_and_tls_options_in_a_spec(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text('input = "x"\nmax_pixels = 1000\npage = 2\nallow_output_in_input = true\n'
+                    '[cluster]\nkind = "address"\naddress = "tls://h:8786"\n'
+                    'tls_ca_file = "ca.pem"\ntls_cert = "/etc/c.pem"\n')
+    cfg = build(load_spec(spec), {})
+    assert (cfg.max_pixels, cfg.page, cfg.allow_output_in_input) == (1000, 2, True)
+    assert cfg.cluster.tls_ca_file == str(tmp_path / "ca.pem")
+    assert cfg.cluster.tls_cert == "/etc/c.pem"
+    assert build(load_spec(spec), {"page": 0}).page == 0
+
+
+def test_default_max_pixels_matches_the_input_checks():
+    from tilecolor.config import RunConfig
+    from tilecolor.validate import DEFAULT_MAX_PIXELS
+
+    assert RunConfig().max_pixels == DEFAULT_MAX_PIXELS

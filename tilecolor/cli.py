@@ -29,7 +29,10 @@ _SPEC_KEYS = {"input_path": "input", "output_dir": "output", "checkpoint": "chec
               "overwrite": "overwrite",
               "device": "device", "report": "report", "workers": "cluster.workers",
               "threads": "cluster.threads", "scheduler": "cluster.address",
-              "dashboard_address": "cluster.dashboard_address"}
+              "dashboard_address": "cluster.dashboard_address", "max_pixels": "max_pixels",
+              "page": "page", "allow_output_in_input": "allow_output_in_input",
+              "tls_ca_file": "cluster.tls_ca_file", "tls_cert": "cluster.tls_cert",
+              "tls_key": "cluster.tls_key"}
 
 
 def _setup_logging(verbose: int, quiet: int) -> None:
@@ -126,13 +129,13 @@ def run(ctx: click.Context, config_path: Path | None, verbose: int, quiet: int,
     from tilecolor.validate import InputPolicy
 
     try:
-        policy = InputPolicy(max_pixels=options["max_pixels"], page=options["page"])
+        policy = InputPolicy(max_pixels=cfg.max_pixels, page=cfg.page)
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
-    sys.exit(_run(cfg, progress=quiet == 0, policy=policy,
-                  security=_security(cfg, options["tls_ca_file"], options["tls_cert"],
-                                     options["tls_key"]),
-                  allow_output_in_input=options["allow_output_in_input"]))
+    tls = [Path(p) if p else None for p in (cfg.cluster.tls_ca_file, cfg.cluster.tls_cert,
+                                            cfg.cluster.tls_key)]
+    sys.exit(_run(cfg, progress=quiet == 0, policy=policy, security=_security(cfg, *tls),
+                  allow_output_in_input=cfg.allow_output_in_input))
 
 
 def _security(cfg, ca_file: Path | None, cert: Path | None, key: Path | None):

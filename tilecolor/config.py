@@ -43,6 +43,9 @@ class ClusterConfig:
     account: str | None = None
     job_extra: tuple[str, ...] = ()
     host: str = "127.0.0.1"
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     resource_timeout: int = 60  #: seconds to wait for a worker offering GPU=1
 
     def __post_init__(self) -> None:
@@ -75,6 +78,9 @@ class RunConfig:
     overwrite: bool = False
     device: str = "cpu"
     report: str | None = None
+    max_pixels: int = 2**33  #: larger inputs are rejected (validate.DEFAULT_MAX_PIXELS)
+    page: int = 0  #: page of multi-page TIFFs
+    allow_output_in_input: bool = False
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
@@ -149,6 +155,9 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     for key in ("output", "checkpoint", "report"):
         if raw.get(key):
             raw[key] = _resolve(base, raw[key])
+    for key in ("tls_ca_file", "tls_cert", "tls_key"):
+        if cluster.get(key):
+            cluster[key] = _resolve(base, cluster[key])
     if cluster:
         raw["cluster"] = cluster
     return raw

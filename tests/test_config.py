@@ -103,8 +103,8 @@ def test_slurm_gpu_spec_renders_gres_and_gpu_resource():
     pytest.importorskip("dask_jobqueue")
     from tilecolor.cluster import jobqueue_cluster
 
-    cfg = build(load_spec(PIPELINES / "slurm/gpu.toml"), {"cluster.dashboard_address": "127.0.0.1:0",
-                                                           "cluster.host": "127.0.0.1"})
+    cfg = build(load_spec(PIPELINES / "slurm/gpu.toml"),
+                {"cluster.dashboard_address": "127.0.0.1:0", "cluster.host": "127.0.0.1"})
     assert cfg.device == "cuda" and cfg.cluster.kind == "slurm"
     with jobqueue_cluster(cfg.cluster) as cluster:
         script = cluster.job_script()

@@ -305,7 +305,7 @@ def memory(args) -> None:
             print(rows[-1], file=sys.stderr, flush=True)
         diff = "-"
         if len(outs) == 2:
-            a, b = (tifffile.imread(p, aszarr=True) for p in outs.values())
+            a, b = (tifffile.imread(p, aszarr=True, level=0) for p in outs.values())
             import zarr
 
             za, zb = zarr.open_array(a, mode="r"), zarr.open_array(b, mode="r")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,10 @@ def smooth_image(h: int, w: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:
            + 0.15 * np.sin((x + 2 * y) / 29.0) + 0.1 * rng.random((h, w)))
     maxval = np.iinfo(dtype).max
     return np.clip(img * maxval, 0, maxval).astype(dtype)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from conftest import smooth_image
+from conftest import free_port, smooth_image
 from PIL import Image
 
 from tilecolor.cli import main
@@ -128,16 +127,11 @@ def test_subprocess_exit_codes(photos, tmp_path, tiny_checkpoint):
     assert usage.returncode == 2 and "stride" in usage.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def dask_cluster(tmp_path):
     """A real `dask scheduler` and `dask worker`, as separate processes."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     bindir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import psutil
 import pytest
 import tifffile
 from click.testing import CliRunner
-from conftest import smooth_image
+from conftest import free_port, smooth_image
 
 from tilecolor.cli import main
 from tilecolor.cluster import connect
@@ -62,11 +61,6 @@ def test_tls_usage_errors(tmp_path, args, message):
     assert r.exit_code == 2 and message in r.output, r.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def tls_cluster(tmp_path):
@@ -80,7 +74,7 @@ def tls_cluster(tmp_path):
                     "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=60)
     tls = ["--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
-    port = _free_port()
+    port = free_port()
     address = f"tls://127.0.0.1:{port}"
     dask = os.path.join(os.path.dirname(sys.executable), "dask")
     sched = subprocess.Popen([dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",

@@ -166,12 +166,21 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
     region = (slice(by.start, by.stop), slice(bx.start, bx.stop))
     if int(store.attrs.get("render_factor", 1)) > 1:  # upsampled later, by compose_chunk
         store.array("ab_small", "r+")[region] = ab
-    elif store.attrs["output"] == "ab":
+        store.mark_done("reduce", r, c)
+        return int(ab.shape[0] * ab.shape[1])
+    return _write_chroma(store, region, ab, "reduce", r, c)
+
+
+def _write_chroma(store: WorkStore, region: tuple[slice, slice], ab: np.ndarray, stage: str,
+                  r: int, c: int) -> int:
+    """Store a finished chunk's chroma: as ``ab`` (tests, eval) or composed with the
+    original L into ``rgb``; then record the chunk as done for ``stage``."""
+    if store.attrs["output"] == "ab":
         store.array("ab", "r+")[region] = ab
     else:
         out = store.array("rgb", "r+")
         out[region] = compose_rgb(store.array("L")[region], ab, out.dtype)
-    store.mark_done("reduce", r, c)
+    store.mark_done(stage, r, c)
     return int(ab.shape[0] * ab.shape[1])
 
 
@@ -186,13 +195,7 @@ def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: 
     ab = upsample_bilinear(src, (ylo, xlo), k, (by.start, by.stop), (bx.start, bx.stop),
                            (small.height, small.width))
     region = (slice(by.start, by.stop), slice(bx.start, bx.stop))
-    if store.attrs["output"] == "ab":
-        store.array("ab", "r+")[region] = ab
-    else:
-        out = store.array("rgb", "r+")
-        out[region] = compose_rgb(store.array("L")[region], ab, out.dtype)
-    store.mark_done("compose", r, c)
-    return int(ab.shape[0] * ab.shape[1])
+    return _write_chroma(store, region, ab, "compose", r, c)
 
 
 def write_output(store: WorkStore, dest: Path, fmt: str, *deps) -> str:

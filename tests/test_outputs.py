@@ -312,6 +312,6 @@ def test_existing_output_folder_is_skipped_or_refused(tmp_path):
 def test_same_image_is_written_as_the_same_bytes(tmp_path):
     """No random UUIDs or timestamps: a resumed run must be byte-identical."""
     rgb = np.random.default_rng(5).integers(0, 255, (1100, 300, 3), dtype=np.uint8)
-    a = write_image(rgb, tmp_path / "a.tif", "tiff").read_bytes()
-    b = write_image(rgb, tmp_path / "b.tif", "tiff").read_bytes()
+    a = write_image(rgb, tmp_path / "a" / "o.tif", "tiff").read_bytes()
+    b = write_image(rgb, tmp_path / "b" / "o.tif", "tiff").read_bytes()
     assert a == b

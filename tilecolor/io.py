@@ -361,7 +361,7 @@ def _write(rgb, path: Path, fmt: str, dest: Path, scratch: Path | None) -> None:
     h, w = rgb.shape[:2]
     dtype = np.dtype(rgb.dtype)
     if fmt == "tiff":
-        write_tiff(rgb, path, scratch)
+        write_tiff(rgb, path, scratch, name=dest.name)
     elif fmt == "zarr":
         write_ome_zarr(rgb, path, name=dest.name.removesuffix(EXTENSIONS["zarr"]))
     elif fmt == "png":

@@ -117,7 +117,7 @@ def tiles(row_strips: Iterable[np.ndarray], tile: int) -> Iterator[np.ndarray]:
 
 # ---------------------------------------------------------------- TIFF
 
-def write_tiff(rgb, path: Path, scratch: Path | None = None) -> None:
+def write_tiff(rgb, path: Path, scratch: Path | None = None, *, name: str | None = None) -> None:
     """Write a tiled, compressed (Big)TIFF with the reduced levels as SubIFDs of page 0
     (a pyramidal OME-TIFF: minimal OME-XML in the first page's description).
 
@@ -128,6 +128,7 @@ def write_tiff(rgb, path: Path, scratch: Path | None = None) -> None:
     scratch : folder for the temporary reduced levels (zarr arrays, written while level 0
         streams, read back level by level); default a hidden folder beside ``path``.
         Removed when done.
+    name : the final file name (``path`` may be a temporary one); seeds the OME UUID.
     """
     import tifffile
 
@@ -147,7 +148,7 @@ def write_tiff(rgb, path: Path, scratch: Path | None = None) -> None:
                 source = _pushed(rgb, pyramid) if k == 0 else strips(levels[k - 1], OUTPUT_TILE)
                 tif.write(tiles(source, OUTPUT_TILE), shape=(h, w, 3), dtype=dtype,
                           tile=(OUTPUT_TILE, OUTPUT_TILE), photometric="rgb",
-                          metadata=None if k else {"UUID": _content_uuid(rgb)},
+                          metadata=None if k else {"UUID": _stable_uuid(rgb, name or path.name)},
                           subifds=(len(shapes) - 1 if k == 0 else None),
                           subfiletype=(1 if k else 0),
                           buffersize=OUTPUT_TILE * w * 3 * dtype.itemsize, **TIFF_CODEC)
@@ -156,16 +157,14 @@ def write_tiff(rgb, path: Path, scratch: Path | None = None) -> None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _content_uuid(rgb) -> str:
-    """A UUID for the OME-XML derived from the image (shape, dtype, first rows) instead of
-    a random one, so the same result is written as the same bytes (resume is checked
-    byte for byte)."""
-    import hashlib
+def _stable_uuid(rgb, name: str) -> str:
+    """The OME-XML UUID, derived from the output's name, shape and dtype instead of drawn at
+    random, so the same result is written as the same bytes (a resumed run is checked byte
+    for byte) without reading any pixels twice."""
     import uuid
 
-    h = hashlib.sha256(repr((tuple(rgb.shape), str(rgb.dtype))).encode())
-    h.update(np.ascontiguousarray(rgb[: min(OUTPUT_TILE, rgb.shape[0])]).tobytes())
-    return str(uuid.UUID(bytes=h.digest()[:16], version=5))
+    return str(uuid.uuid5(uuid.NAMESPACE_URL,
+                          f"tilecolor:{name}:{tuple(rgb.shape)}:{np.dtype(rgb.dtype)}"))
 
 
 def _pushed(rgb, pyramid: StripPyramid) -> Iterator[np.ndarray]:

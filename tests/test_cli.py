@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from conftest import free_port, smooth_image
+from conftest import free_port, smooth_image, wait_for_cluster
 from PIL import Image
 
 from tilecolor.cli import main
@@ -143,18 +142,7 @@ def dask_cluster(tmp_path):
                                "--local-directory", str(tmp_path / "w")],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from distributed import Client
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, timeout="5s") as c:
-                    c.wait_for_workers(1, timeout=60)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        wait_for_cluster(address)
         yield address
     finally:
         for p in (worker, sched):

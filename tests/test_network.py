@@ -8,13 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 import tifffile
 from click.testing import CliRunner
-from conftest import free_port, smooth_image
+from conftest import free_port, smooth_image, wait_for_cluster
 
 from tilecolor.cli import main
 from tilecolor.cluster import connect
@@ -85,21 +84,11 @@ def tls_cluster(tmp_path):
                                str(tmp_path / "w"), *tls],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from distributed import Client
         from distributed.security import Security
 
         security = Security(tls_ca_file=str(cert), tls_client_cert=str(cert),
                             tls_client_key=str(key), require_encryption=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, security=security, timeout="5s") as c:
-                    c.wait_for_workers(1, timeout=60)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        wait_for_cluster(address, security)
         yield address, tls
     finally:
         for p in (worker, sched):

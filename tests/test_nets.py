@@ -70,3 +70,31 @@ def test_patchgan_receptive_field_is_70():
     out[0, 0, 15, 15].backward()
     rows = (lightness.grad[0, 0].abs().sum(1) > 0).nonzero()
     assert int(rows.max() - rows.min() + 1) == 70
+
+
+def test_for_inference_is_the_same_function():
+    """BN folded into the convolutions + channels_last: same outputs as the eval model,
+    with running statistics far from the identity so a wrong fold would show."""
+    from torch import nn
+
+    from tilecolor.nets import for_inference
+
+    torch.manual_seed(0)
+    g = UNetGenerator(GeneratorSpec(width=8, depth=5, max_width=32))
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.2, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    g.eval()
+    fast = for_inference(g)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in g.modules())  # original untouched
+    x = torch.rand(3, 1, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        want = g(x)
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+    assert (want - g(torch.zeros_like(x))).abs().max() > 0.01  # the input matters

@@ -30,7 +30,10 @@ from zarr.codecs import BloscCodec
 
 from tilecolor.tiling import Plan, footprint_capacity
 
-_FAST = BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")
+# Scratch data is written once and read once or twice, on the critical path: lz4 (2-3x
+# faster than zarr's default zstd for gray/RGB), and no codec for the float32 partial sums,
+# which lz4 shrinks by 7 % at twice the cost of storing them raw (BENCHMARKS.md).
+_FAST = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 
 
 STAGES = ("ingest", "map", "reduce", "compose")
@@ -66,7 +69,7 @@ class WorkStore:
         fy, fx = footprint_capacity(rows), footprint_capacity(cols)
         h, w, b = plan.height, plan.width, plan.block
         group.create_array("L", shape=(h, w), chunks=(min(b, h), min(b, w)), dtype=dtype,
-                           fill_value=0)
+                           fill_value=0, compressors=_FAST)
         if k > 1:
             hs, ws, bs = render.height, render.width, render.block
             group.create_array("Ls", shape=(hs, ws), chunks=(min(bs, hs), min(bs, ws)),
@@ -76,14 +79,14 @@ class WorkStore:
                                fill_value=0.0, compressors=_FAST)
         group.create_array("partial", shape=(2, len(rows) * fy, len(cols) * fx),
                            chunks=(2, fy, fx), dtype="float32", fill_value=0.0,
-                           compressors=_FAST)
+                           compressors=None)
         for stage in STAGES:
             group.create_array(f"{stage}_done", shape=(len(rows), len(cols)), chunks=(1, 1),
                                dtype="uint8", fill_value=0)
         out_rows = min(output_rows(b), h)
         if output == "rgb":
             group.create_array("rgb", shape=(h, w, 3), chunks=(out_rows, min(b, w), 3),
-                               dtype=dtype, fill_value=0)
+                               dtype=dtype, fill_value=0, compressors=_FAST)
         elif output == "ab":
             group.create_array("ab", shape=(h, w, 2), chunks=(out_rows, min(b, w), 2),
                                dtype="float32", fill_value=0.0)

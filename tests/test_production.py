@@ -118,9 +118,10 @@ def test_report_json_and_html(tmp_path, tiny_checkpoint):
     tifffile.imwrite(src / "a.tif", smooth_image(100, 130, seed=1))
     (src / "bad.png").write_bytes(b"nope")
     r = CliRunner().invoke(main, ["run", "--input", str(src), "--output", str(tmp_path / "o"),
-                                  "--checkpoint", str(tiny_checkpoint), *ARGS])
+                                  "--checkpoint", str(tiny_checkpoint), *ARGS,
+                                  "--report", str(tmp_path / "reports")])
     assert r.exit_code == 1
-    reports = tmp_path / "o" / ".tilecolor" / "reports"
+    reports = tmp_path / "reports"
     report = json.loads(next(reports.glob("run-*.json")).read_text())
     by_name = {os.path.basename(i["input"]): i for i in report["images"]}
     assert by_name["a.tif"]["status"] == "done"
@@ -130,6 +131,12 @@ def test_report_json_and_html(tmp_path, tiny_checkpoint):
     assert report["totals"]["done"] == 1 and report["totals"]["failed"] == 1
     html = next(reports.glob("run-*.html")).read_text()
     assert "colorize_block" in html
+    # without --report: the JSON report only (the HTML one costs a second or more per run)
+    r = CliRunner().invoke(main, ["run", "--input", str(src), "--output", str(tmp_path / "o2"),
+                                  "--checkpoint", str(tiny_checkpoint), *ARGS])
+    default = tmp_path / "o2" / ".tilecolor" / "reports"
+    assert r.exit_code == 1 and len(list(default.glob("run-*.json"))) == 1
+    assert not list(default.glob("run-*.html"))
 
 
 def test_scheduled_rerun_is_fast_and_logs_without_a_terminal(tmp_path, tiny_checkpoint):

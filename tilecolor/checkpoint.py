@@ -17,12 +17,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tilecolor.errors import CheckpointError, ConfigError
-from tilecolor.nets import GeneratorSpec, UNetGenerator
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded: the driver of
+    import torch   # `tilecolor run` checks a checkpoint without it (see check_weights)
+
+    from tilecolor.nets import UNetGenerator
 
 FORMAT = "tilecolor-checkpoint"
 VERSION = 1
@@ -116,11 +118,47 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _check_digest(path: Path, meta: dict[str, Any], digest: str) -> None:
+    if digest != meta["sha256"]:
+        raise CheckpointError(path, f"{WEIGHTS} does not match the sha256 in {META} "
+                                    f"(truncated or modified): {digest[:12]} != "
+                                    f"{str(meta['sha256'])[:12]}")
+
+
+def check_weights(path: str | Path) -> str:
+    """Cheap checks of a checkpoint without torch: metadata, the weights' SHA-256 against
+    it (tampering, truncation) and the safetensors header. Returns the digest.
+
+    :func:`load_generator` does these and also checks the architecture and every tensor's
+    name and shape; the pipeline runs it on its workers before any image is submitted.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = resolve(path)
+    meta = read_metadata(path)
+    try:
+        digest = file_digest(path / WEIGHTS)
+    except FileNotFoundError as e:
+        raise CheckpointError(path, f"missing {WEIGHTS}") from e
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read {WEIGHTS} ({e.strerror})") from e
+    _check_digest(path, meta, digest)
+    try:
+        with safe_open(str(path / WEIGHTS), framework="numpy") as f:
+            if not list(f.keys()):
+                raise CheckpointError(path, f"{WEIGHTS} holds no tensors")
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(path, f"{WEIGHTS} is not a valid safetensors file ({e})") from e
+    return digest
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu"
                    ) -> tuple[UNetGenerator, dict[str, Any]]:
     """Load a checkpoint's generator in eval mode, float32, on ``device``."""
     from safetensors import SafetensorError
     from safetensors.torch import load
+
+    from tilecolor.nets import GeneratorSpec, UNetGenerator
 
     path = resolve(path)
     meta = read_metadata(path)
@@ -131,10 +169,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     except OSError as e:
         raise CheckpointError(path, f"cannot read {WEIGHTS} ({e.strerror})") from e
     digest = hashlib.sha256(blob).hexdigest()
-    if digest != meta["sha256"]:
-        raise CheckpointError(path, f"{WEIGHTS} does not match the sha256 in {META} "
-                                    f"(truncated or modified): {digest[:12]} != "
-                                    f"{str(meta['sha256'])[:12]}")
+    _check_digest(path, meta, digest)
     try:
         spec = GeneratorSpec.from_dict(meta["architecture"])
     except (ConfigError, TypeError) as e:

@@ -6,6 +6,7 @@ failed), 2 a usage error (bad option or job spec, no images found).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -85,8 +86,9 @@ def main() -> None:
 @click.option("--dashboard-address", default="127.0.0.1:8787", show_default=True,
               help="Dashboard of the embedded LocalCluster.")
 @click.option("--report", type=click.Path(path_type=Path),
-              help="Folder for the run report (JSON) and Dask performance report (HTML) "
-                   "[default: <output>/.tilecolor/reports].")
+              help="Folder for the run report (JSON) and the Dask performance report (HTML, "
+                   "only written when this is given: rendering it takes a second or more) "
+                   "[default: JSON only, in <output>/.tilecolor/reports].")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs, recompute all.")
 @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Reject inputs with more pixels (PNG/JPEG also stop at Pillow's "
@@ -109,7 +111,6 @@ def run(ctx: click.Context, config_path: Path | None, verbose: int, quiet: int,
     """Colorize every image in INPUT into OUTPUT."""
     from tilecolor.config import build, load_spec
 
-    _setup_logging(verbose, quiet)
     overrides = {}
     for name, key in _SPEC_KEYS.items():
         if config_path is None or ctx.get_parameter_source(name) != ParameterSource.DEFAULT:
@@ -126,6 +127,11 @@ def run(ctx: click.Context, config_path: Path | None, verbose: int, quiet: int,
         raise click.UsageError(str(e)) from e
     if not cfg.input:
         raise click.UsageError("no input: give --input or `input` in the job spec")
+    if cfg.cluster.kind == "local":  # the workers' imports overlap everything up to the cluster
+        from tilecolor.cluster import start_worker_server
+
+        start_worker_server()
+    _setup_logging(verbose, quiet)
     from tilecolor.validate import InputPolicy
 
     try:
@@ -167,8 +173,10 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     """Execute a RunConfig; returns the exit code."""
     from tilecolor.checkpoint import default_checkpoint
     from tilecolor.cluster import (
+        check_generator,
         connect,
         inference_resources,
+        preloaded,
         quiet_expected_errors,
         require_resource,
     )
@@ -200,8 +208,9 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
                                   if cluster.kind == "local" else None)
     t0 = time.perf_counter()
     try:
+        # torch-free checks here; the workers load (and fully check) the model in parallel
         predict = make_predictor(cfg.checkpoint or default_checkpoint(), device=cfg.device,
-                                 threads=threads)
+                                 threads=threads, validate=False)
         if settings.tile % predict.multiple:
             raise click.UsageError(f"--tile must be a multiple of {predict.multiple} for this "
                                    f"checkpoint (2**depth), got tile={settings.tile}")
@@ -213,16 +222,18 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
                 cluster = replace(cluster, gpus=1)
             report_dir = Path(cfg.report) if cfg.report else out_dir / ".tilecolor" / "reports"
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            with connect(cluster, security=security) as client:
+            with connect(cluster, security=security) as client, preloaded(client, predict):
                 quiet_expected_errors(client)  # corrupt inputs: one line, no traceback
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
                 for resource in settings.resources or {}:
                     require_resource(client, resource, timeout=cluster.resource_timeout)
+                check_generator(client, predict, settings.resources)
                 report_dir.mkdir(parents=True, exist_ok=True)
                 from distributed import performance_report
 
                 html = report_dir / f"run-{stamp}.html"
-                with performance_report(filename=str(html)):
+                with (performance_report(filename=str(html)) if cfg.report
+                      else contextlib.nullcontext()):
                     results.update(run_jobs(client, jobs, settings, predict,
                                             progress=progress))
             ordered = [results[p] for p in inputs]

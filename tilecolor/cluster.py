@@ -44,6 +44,30 @@ def jobqueue_cluster(cfg: ClusterConfig):
 
 GENERATOR = "generator"
 
+#: What the embedded cluster's worker processes import before they are forked (see
+#: start_worker_server): the generator's stack, so no worker pays for it after starting.
+WORKER_PRELOAD = ("distributed", "numpy", "zarr", "tifffile", "torch", "tilecolor.engine",
+                  "tilecolor.nets", "tilecolor.outputs", "tilecolor.predict")
+
+
+def start_worker_server() -> None:
+    """Start, once per process and without waiting, the forkserver that the embedded
+    LocalCluster's worker processes are forked from, importing WORKER_PRELOAD.
+
+    With the default ``spawn`` every worker process imported torch and the rest of the
+    stack after the cluster had started (2-3 s on the 2-core dev machine), on the critical
+    path of every run, and finalizing the interpreter on exit took another second.
+    Started early (the CLI calls this before planning), the imports overlap the driver's own
+    start-up, and a forked worker leaves with ``os._exit``. Environment variables must then
+    be in place when the server starts: ``distributed.nanny.pre-spawn-environ`` does not
+    reach forked workers, so thread counts are set explicitly (GeneratorPredictor.threads).
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+    forkserver.ensure_running()
+
 
 def inference_resources(device: str, kind: str) -> dict[str, float] | None:
     """What a generator task asks for: the GPU on CUDA, the worker's generator slot on the
@@ -78,12 +102,16 @@ def connect(cfg: ClusterConfig, *, security=None) -> Iterator:
     # overlap the generator instead of waiting behind it (torch uses the cores inside its
     # task), while two generator tasks never share one worker's cores.
     resources = {GENERATOR: 1, **({"GPU": 1} if cfg.gpus else {})}
-    # Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold
-    # low: every large torch activation is then mmap'ed and page-faulted afresh, and the
-    # generator ran ~20 % slower in a worker than in a plain process (4096^2, stride 256).
+    # Workers are forked from a server that has imported torch (start_worker_server). That
+    # also keeps Dask's nannies from setting MALLOC_TRIM_THRESHOLD_=65536 in the workers,
+    # which pins glibc's mmap threshold low: every large torch activation was then mmap'ed
+    # and page-faulted afresh, and the generator ran ~20 % slower in a worker than in a
+    # plain process (4096^2, stride 256); it is dropped from the environment too.
+    start_worker_server()
     environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
                if k != "MALLOC_TRIM_THRESHOLD_"}
-    with (dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+    with (dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
+                           "distributed.worker.multiprocessing-method": "forkserver"}),
           LocalCluster(n_workers=cfg.workers, threads_per_worker=2, processes=True,
                        host=cfg.host, dashboard_address=cfg.dashboard_address,
                        resources=resources, security=security,
@@ -140,3 +168,49 @@ def quiet_expected_errors(client) -> None:
                 logger.addFilter(ExpectedErrorFilter())
 
     client.register_plugin(_Quiet(), name="tilecolor-quiet-expected-errors")
+
+
+# ---------------------------------------------------------------- the generator on workers
+
+@contextmanager
+def preloaded(client, predict) -> Iterator[None]:
+    """Load the generator on every worker of ``client``, present and future, in the
+    background: a worker plugin starts a thread that loads the model as each worker starts,
+    so the worker's torch import and weight loading overlap the rest of start-up and the
+    first ingest tasks instead of delaying the first generator task. The plugin is removed
+    on exit (a scheduler may outlive this run)."""
+    import threading
+
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class _Preload(WorkerPlugin):
+        def __init__(self, predict) -> None:
+            self.predict = predict
+
+        def setup(self, worker) -> None:
+            threading.Thread(target=self._load, name="tilecolor-preload", daemon=True).start()
+
+        def _load(self) -> None:
+            try:
+                self.predict.load()
+            except Exception:  # noqa: BLE001 - check_generator reports it
+                pass
+
+    name = f"tilecolor-preload-{predict.digest[:12]}"
+    client.register_plugin(_Preload(predict), name=name)
+    try:
+        yield
+    finally:
+        try:
+            client.unregister_worker_plugin(name)
+        except Exception:  # noqa: BLE001 - a lost scheduler is reported elsewhere
+            log.debug("could not remove the %s worker plugin", name)
+
+
+def check_generator(client, predict, resources: dict[str, float] | None) -> None:
+    """Load the generator where it will run (``resources``): this fully checks the
+    checkpoint (architecture, every tensor's name and shape), so a bad one raises
+    CheckpointError before any image is submitted. With :func:`preloaded` it waits for the
+    load already under way."""
+    client.submit(predict.load, key=f"load_generator-{predict.digest[:12]}",
+                  resources=resources, pure=False).result()

@@ -118,7 +118,7 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     wx = _windows(plan.width, plan.tile, plan.stride, blend)[bx.first : bx.last]
     if len(oy) == 0 or len(ox) == 0:  # a last block can own no tile: the one before covers it
         store.mark_done("map", r, c)
-        return {"tiles": 0, "seconds": time.perf_counter() - t0}
+        return {"tiles": 0, "seconds": time.perf_counter() - t0, "generator_seconds": 0.0}
     if int(store.attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
         lightness = store.array("Ls")[by.start : by.fp_stop, bx.start : bx.fp_stop]
     else:
@@ -130,13 +130,15 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     if pad[0][1] or pad[1][1]:
         net_in = np.pad(net_in, pad, mode="reflect")
     acc = np.zeros((2, *net_in.shape), dtype=np.float32)  # (2, fh, fw) sum(w * ab)
-    t = plan.tile
+    t, gen = plan.tile, 0.0
     coords = [(int(y) - by.start, int(x) - bx.start, i, j)
               for i, y in enumerate(oy) for j, x in enumerate(ox)]
     for k in range(0, len(coords), batch_size):
         chunk = coords[k : k + batch_size]
         batch = np.stack([net_in[y : y + t, x : x + t] for y, x, _, _ in chunk])[:, None]
+        t1 = time.perf_counter()
         pred = np.asarray(predict(batch), dtype=np.float32)  # (n, 2, t, t) ab / 110
+        gen += time.perf_counter() - t1
         if pred.shape != (len(chunk), 2, t, t):
             raise ValueError(f"predict returned shape {pred.shape}, expected "
                              f"{(len(chunk), 2, t, t)}")
@@ -146,7 +148,7 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     fy, fx = store.footprint()
     store.array("partial", "r+")[:, r * fy : r * fy + fh, c * fx : c * fx + fw] = acc[:, :fh, :fw]
     store.mark_done("map", r, c)
-    return {"tiles": len(coords), "seconds": time.perf_counter() - t0}
+    return {"tiles": len(coords), "seconds": time.perf_counter() - t0, "generator_seconds": gen}
 
 
 def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *deps) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tilecolor.checkpoint import file_digest, load_generator, read_metadata, resolve
+from tilecolor.checkpoint import check_weights, file_digest, load_generator, read_metadata, resolve
 from tilecolor.errors import ConfigError
 
 _CACHE: dict[tuple[str, str], object] = {}
@@ -50,6 +50,8 @@ class GeneratorPredictor:
     def _model(self):
         import torch
 
+        from tilecolor.nets import for_inference
+
         key = (self.digest, self.device)
         model = _CACHE.get(key)
         if model is None:
@@ -58,11 +60,16 @@ class GeneratorPredictor:
                 if model is None:
                     if self.threads:
                         torch.set_num_threads(self.threads)
-                    model, _ = load_generator(self.checkpoint, device=self.device)
-                    if self.device.startswith("cuda"):
-                        model = model.to(memory_format=torch.channels_last)
+                    model, _ = load_generator(self.checkpoint)
+                    model = for_inference(model).to(self.device)
                     _CACHE[key] = model
         return model
+
+    def load(self) -> int:
+        """Load (and so fully check) the generator in this process; returns its tile
+        multiple. The pipeline runs this on a worker before submitting images, and a
+        worker plugin runs it in a thread as each worker starts (cluster.preload)."""
+        return int(self._model().spec.multiple)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -80,29 +87,34 @@ class GeneratorPredictor:
                 dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
                 with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
                     y = model(x)
-                return y.float().cpu().numpy()
-            return model(x).numpy()
+                return y.float().contiguous().cpu().numpy()
+            # NHWC activations (the weights are channels_last too); (N, 2, T, T) back out
+            y = model(x.contiguous(memory_format=torch.channels_last))
+            return y.contiguous().numpy()
 
 
 def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: str = "fp32",
                    threads: int | None = None, validate: bool = True) -> GeneratorPredictor:
     """Check a checkpoint on the driver (fails early, with CheckpointError) and describe it.
 
-    ``validate`` loads the weights once here so a bad checkpoint is reported before any
-    task runs.
+    ``validate`` loads the weights once here, so a checkpoint whose tensors do not match
+    its architecture is reported before any task runs. Without it only the torch-free
+    checks run (metadata, SHA-256, safetensors header: :func:`check_weights`) and the
+    caller loads the model where it runs (``tilecolor run`` does it on its workers with
+    :meth:`GeneratorPredictor.load`, while the cluster starts).
     """
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"device must be cpu or cuda, got device={device!r}")
     if precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"precision must be fp32, bf16 or fp16, got precision={precision!r}")
     path = resolve(checkpoint)
-    meta = read_metadata(path)
     if validate:
         model, _ = load_generator(path)
         multiple = model.spec.multiple
+        digest = file_digest(path / "generator.safetensors")
     else:
-        multiple = 2 ** int(meta["architecture"].get("depth", 0))
-    digest = file_digest(path / "generator.safetensors")
+        digest = check_weights(path)
+        multiple = 2 ** int(read_metadata(path)["architecture"].get("depth", 0))
     return GeneratorPredictor(str(path.resolve()), digest, device, precision, threads,
                               multiple)
 

@@ -182,3 +182,23 @@ def test_tile_must_suit_the_checkpoint(photos, tmp_path, tiny_checkpoint):
                  str(tiny_checkpoint), "--tile", "72", "--stride", "36", "--block", "144",
                  "--dashboard-address", "127.0.0.1:0"])
     assert r.exit_code == 2 and "--tile must be a multiple of 16" in r.output
+
+
+def test_checkpoint_not_matching_its_architecture_exits_1_before_any_image(photos, tmp_path,
+                                                                         tiny_checkpoint):
+    """The driver's checks are torch-free (metadata, sha256, header); the full check runs
+    on a worker, before any image is submitted, and still ends in one line and exit 1."""
+    import json
+    import shutil
+
+    bad = tmp_path / "bad-arch"
+    shutil.copytree(tiny_checkpoint, bad)
+    meta = json.loads((bad / "checkpoint.json").read_text())
+    meta["architecture"]["width"] *= 2  # the weights (and their sha256) are unchanged
+    (bad / "checkpoint.json").write_text(json.dumps(meta))
+    r = run_cli(["--input", str(photos), "--checkpoint", str(bad), "--output",
+                 str(tmp_path / "out"), *FAST])
+    assert r.exit_code == 1, r.output
+    assert "architecture wants" in r.output and "error: checkpoint" in r.output
+    assert "Traceback" not in r.output
+    assert not [p for p in (tmp_path / "out").iterdir() if p.is_file()]  # none colorized

@@ -191,3 +191,66 @@ def test_render_scale_must_be_one_over_an_integer():
         Settings(render_scale=0.4)
     with pytest.raises(ConfigError, match="multiple of 1/render_scale=3"):
         Settings(render_scale=1 / 3, block=2048)
+
+
+def _variables(client) -> list:
+    """The image Variables left on the scheduler, once the (fire-and-forget) deletes have
+    arrived."""
+    import time
+
+    def names():
+        return [v for v in client.run_on_scheduler(
+            lambda dask_scheduler: sorted(dask_scheduler.extensions["variables"].variables))
+            if v.startswith("tilecolor-")]
+
+    deadline = time.monotonic() + 30
+    while names() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return names()
+
+
+def test_streaming_writer_output_equals_composed_store(client2, tmp_path):
+    """The writer starts with the image and writes each row of chunks once its blend tasks
+    finish (blocks run row by row); the file equals the finished rgb array, and the
+    Variables it waited on are dropped afterwards."""
+    img = smooth_image(300, 260, seed=11)
+    settings = Settings(tile=32, stride=16, block=64, blend="cosine")
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, img, tile=(16, 16))
+    info = probe(path)
+    store = WorkStore.create(tmp_path / "work.zarr", settings.plan(*img.shape), info.dtype)
+    graph = submit_image(client2, info, store, settings, affine, dest=tmp_path / "out.tif",
+                         fmt="tiff")
+    assert len(graph.variables) == len(graph.reduces) == 5 * 5
+    assert not graph.final.done() or graph.final.status == "finished"
+    assert graph.final.result(timeout=300) == str(tmp_path / "out.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), store.array("rgb")[:])
+    graph.release(client2)
+    assert _variables(client2) == []
+
+
+def test_failed_chunk_task_fails_the_streaming_writer(client1, tmp_path):
+    """A block whose generator call fails must fail the image (its writer raises the same
+    error), not leave the writer waiting forever for rows that never finish."""
+    img = smooth_image(200, 200, seed=12)
+    settings = Settings(tile=32, stride=16, block=64, blend="cosine")
+
+    def fails_on_bright_tiles(x):
+        if x.max() > 0.9:
+            raise ValueError("generator exploded on a bright tile")
+        return affine(x)
+
+    img[150:, 150:] = 255  # only the last block row/column holds such tiles
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, img)
+    info = probe(path)
+    store = WorkStore.create(tmp_path / "work.zarr", settings.plan(*img.shape), info.dtype)
+    graph = submit_image(client1, info, store, settings, fails_on_bright_tiles,
+                         dest=tmp_path / "out.tif", fmt="tiff", retries=0)
+    # a hang here is the bug; the timeout only keeps a broken build from blocking CI
+    with pytest.raises(ValueError, match="generator exploded"):
+        graph.final.result(timeout=300)
+    graph.release(client1)
+    assert _variables(client1) == []
+    assert not (tmp_path / "out.tif").exists()
+    assert not list(tmp_path.glob("*.part")) and not list(store.path.glob("*.part"))

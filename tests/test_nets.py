@@ -98,3 +98,21 @@ def test_for_inference_is_the_same_function():
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
     assert (want - g(torch.zeros_like(x))).abs().max() > 0.01  # the input matters
+
+
+def test_driver_checks_a_checkpoint_without_importing_torch(tiny_checkpoint):
+    """`tilecolor run`'s driver does the torch-free checks only (the workers load the
+    model): importing the pipeline and describing the checkpoint must not import torch,
+    which costs the driver seconds of start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from tilecolor import cli, cluster, engine, pipeline\n"
+            "from tilecolor.predict import make_predictor\n"
+            f"p = make_predictor({str(tiny_checkpoint)!r}, validate=False)\n"
+            "assert p.multiple > 1 and len(p.digest) == 64\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr

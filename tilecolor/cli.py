@@ -71,7 +71,8 @@ def main() -> None:
               show_default=True, help="How overlaps are merged.")
 @click.option("--block", default=2048, show_default=True,
               help="Pixels per side of a Dask block (memory per task scales with it).")
-@click.option("--batch-size", default=16, show_default=True, help="Tiles per generator call.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Tiles per generator call [default: 8 on CPU, 32 on CUDA].")
 @click.option("--render-scale", default=1.0, show_default=True,
               help="Predict chroma at this scale (1/k: 0.5 costs a quarter) and upsample it "
                    "under the full-resolution L.")
@@ -182,12 +183,14 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     )
     from tilecolor.engine import Settings
     from tilecolor.pipeline import find_inputs, plan_batch, run_jobs, write_report
-    from tilecolor.predict import default_threads, make_predictor
+    from tilecolor.predict import default_batch_size, default_threads, make_predictor
     from tilecolor.safety import check_output_dir, input_folders
 
     try:
         settings = Settings(tile=cfg.tile, stride=cfg.stride, blend=Blend(cfg.blend),
-                            block=cfg.block, batch_size=cfg.batch_size,
+                            block=cfg.block,
+                            batch_size=(default_batch_size(cfg.device) if cfg.batch_size is None
+                                        else cfg.batch_size),
                             render_scale=cfg.render_scale,
                             resources=inference_resources(cfg.device, cfg.cluster.kind))
     except ConfigError as e:
@@ -300,7 +303,8 @@ def train(ctx: click.Context) -> None:
 @click.option("--blend", type=click.Choice([b.value for b in Blend]), default="cosine",
               show_default=True, help="How overlaps are merged.")
 @click.option("--block", default=2048, show_default=True, help="Pixels per side of a block.")
-@click.option("--batch-size", default=16, show_default=True, help="Tiles per generator call.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Tiles per generator call [default: 8 on CPU, 32 on CUDA].")
 @click.option("--threads", type=int, help="torch threads of the worker [default: all cores].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--max-side", type=click.IntRange(min=16),
@@ -310,7 +314,8 @@ def train(ctx: click.Context) -> None:
 @click.option("-q", "--quiet", count=True)
 def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_count: int,
                      out_dir: Path, tile: int, stride: int, blend: str, block: int,
-                     batch_size: int, threads: int | None, device: str, max_side: int | None,
+                     batch_size: int | None, threads: int | None, device: str,
+                     max_side: int | None,
                      save_images: bool, verbose: int, quiet: int) -> None:
     """Measure a checkpoint on color photos (PSNR, SSIM, CIEDE2000, ab RMSE, colorfulness)
     against the gray baseline, colorizing through the same tiled engine as `run`."""
@@ -318,12 +323,14 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     from tilecolor.cluster import inference_resources
     from tilecolor.engine import Settings
     from tilecolor.evaluate import evaluate, format_table, select_photos
-    from tilecolor.predict import default_threads
+    from tilecolor.predict import default_batch_size, default_threads
 
     _setup_logging(verbose, quiet)
     try:
         settings = Settings(tile=tile, stride=stride, blend=Blend(blend), block=block,
-                            batch_size=batch_size, resources=inference_resources(device, "local"))
+                            batch_size=(default_batch_size(device) if batch_size is None
+                                        else batch_size),
+                            resources=inference_resources(device, "local"))
         photos = select_photos(data_dir, split, val_count)
     except ConfigError as e:
         raise click.UsageError(str(e)) from e

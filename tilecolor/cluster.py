@@ -58,9 +58,9 @@ def start_worker_server() -> None:
     stack after the cluster had started (2-3 s on the 2-core dev machine), on the critical
     path of every run, and finalizing the interpreter on exit took another second.
     Started early (the CLI calls this before planning), the imports overlap the driver's own
-    start-up, and a forked worker leaves with ``os._exit``. Environment variables must then
-    be in place when the server starts: ``distributed.nanny.pre-spawn-environ`` does not
-    reach forked workers, so thread counts are set explicitly (GeneratorPredictor.threads).
+    start-up, and a forked worker leaves with ``os._exit``. The nanny's environment reaches
+    a forked worker only after torch was imported, so thread counts are set explicitly
+    (GeneratorPredictor.threads) rather than through OMP_NUM_THREADS.
     """
     import multiprocessing
     from multiprocessing import forkserver

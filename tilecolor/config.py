@@ -72,7 +72,7 @@ class RunConfig:
     stride: int = 128
     blend: str = "cosine"
     block: int = 2048
-    batch_size: int = 16
+    batch_size: int | None = None  #: None: predict.default_batch_size(device)
     render_scale: float = 1.0
     format: str | None = None
     overwrite: bool = False

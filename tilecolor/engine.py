@@ -200,11 +200,66 @@ def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: 
     return _write_chroma(store, region, ab, "compose", r, c)
 
 
-def write_output(store: WorkStore, dest: Path, fmt: str, *deps) -> str:
-    """Stream the finished ``rgb`` array to ``dest`` (atomically); a TIFF's reduced levels
-    are staged in the store's ``pyramid`` group, which is removed once written."""
-    write_image(store.array("rgb"), Path(dest), fmt, scratch=store.path / "pyramid")
+class PendingRows:
+    """Block row -> names of the ``distributed.Variable`` s holding the futures of the
+    tasks that still have to finish it (a future passed as an argument would make the
+    writer wait for all of them before it starts; Variables survive a retried writer)."""
+
+    def __init__(self, rows: dict[int, list[str]]) -> None:
+        self.rows = rows
+
+
+def write_output(store: WorkStore, dest: Path, fmt: str,
+                 pending: PendingRows | None = None, block: int = 0) -> str:
+    """Stream the ``rgb`` array to ``dest`` (atomically); a TIFF's reduced levels are
+    staged in the store's ``pyramid`` group, which is removed once written.
+
+    ``pending`` maps a block row (``block`` pixels high) to the tasks that still have to
+    finish it (blend or compose): the writer then starts with the image and writes each row of output
+    chunks as soon as it is done, while the generator works on the rows below, instead of
+    after the whole image (TIFF and OME-Zarr; PNG and JPEG are written whole at the end).
+    It waits outside the worker's thread pool (``worker_client`` secedes), and a failed
+    chunk task fails the writer with that task's error.
+    """
+    rgb = store.array("rgb")
+    if pending is None or not pending.rows:
+        write_image(rgb, Path(dest), fmt, scratch=store.path / "pyramid",
+                    tmp_dir=store.path)
+        return str(dest)
+    from distributed import Variable, worker_client
+
+    with worker_client() as client:
+        def wait_rows(first: int, last: int) -> None:
+            for row in range(first, last + 1):
+                for name in pending.rows.pop(row, ()):
+                    Variable(name, client=client).get().result()
+
+        write_image(_RowsWhenReady(rgb, block, wait_rows), Path(dest), fmt,
+                    scratch=store.path / "pyramid",
+                    tmp_dir=store.path)
     return str(dest)
+
+
+class _RowsWhenReady:
+    """A read-only view of an (H, W, 3) array whose ``[y0:y1]`` first waits until the block
+    rows it covers are finished."""
+
+    def __init__(self, array, block: int, wait_rows: Callable[[int, int], None]) -> None:
+        self.array, self.block, self.wait_rows = array, block, wait_rows
+        self.shape, self.dtype = array.shape, array.dtype
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            start, stop, _ = rows.indices(self.shape[0])
+            if stop > start:
+                self.wait_rows(start // self.block, (stop - 1) // self.block)
+        else:  # anything else reads the whole array
+            self.wait_rows(0, -(-self.shape[0] // self.block) - 1)
+        return self.array[key]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
 
 
 # ---------------------------------------------------------------- graph (on the driver)
@@ -219,25 +274,40 @@ class ImageGraph:
     maps: list
     reduces: list
     final: object
+    variables: list = field(default_factory=list)  #: what the writer waits on
 
     @property
     def futures(self) -> list:
         return [*self.ingests, *self.maps, *self.reduces,
                 *([self.final] if self.final is not None else [])]
 
+    def release(self, client) -> None:
+        """Drop the scheduler's Variables for this image (call once it is finished)."""
+        from distributed import Variable
+
+        for name in self.variables:
+            Variable(name, client=client).delete()
+        self.variables = []
+
 
 def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                  predict: Predict, *, dest: Path | None = None, fmt: str | None = None,
-                 retries: int = 1) -> ImageGraph:
+                 retries: int = 1, rank: int = 0) -> ImageGraph:
     """Submit ingest, map, reduce and (if ``dest``) write tasks for one image.
 
     Returns the futures; the caller waits on them. Keys carry readable prefixes
     (``ingest``, ``colorize_block``, ``blend_chunk``, ``write_output``) so the dashboard's
-    task stream shows what runs.
+    task stream shows what runs. Blocks run in row-major order (the streaming writer
+    follows them row by row), and the images of a batch in ``rank`` order.
     """
     plan = settings.plan(info.height, info.width)
     small, k = settings.render_plan(info.height, info.width), settings.factor
     ny, nx = plan.grid
+    first = -rank * (ny * nx + 1)
+
+    def order(r: int, c: int) -> int:  # Dask runs higher priorities first
+        return first - (r * nx + c)
+
     token = uuid.uuid4().hex[:12]
     blend = settings.blend
     ingested, done, reduced, composed = (store.blocks_done(stage) for stage in STAGES)
@@ -245,23 +315,25 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
     if info.format == "tiff":  # read by region, block by block, in parallel
         for r, c in np.argwhere(~ingested).tolist():
             ingest[(r, c)] = client.submit(ingest_region, info, store, plan, r, c,
-                                           key=(f"ingest-{token}", r, c), retries=retries)
+                                           key=(f"ingest-{token}", r, c), retries=retries,
+                                           priority=order(r, c))
     elif not ingested.all():
         whole = client.submit(ingest_region, info, store, plan, None, None,
-                              key=(f"ingest-{token}", 0, 0), retries=retries)
+                              key=(f"ingest-{token}", 0, 0), retries=retries, priority=first)
         ingest = {(r, c): whole for r in range(ny) for c in range(nx)}
     maps = {}
     for r in range(ny):
         for c in range(nx):
             if done[r, c]:
                 continue  # a finished block is a durable fact: never recomputed
-            # the footprint reaches into the next chunk row/column (at most tile - 1 pixels)
-            deps = {ingest[(rr, cc)] for rr in (r, r + 1) for cc in (c, c + 1)
-                    if (rr, cc) in ingest}
+            # the footprint may reach into the next chunk row/column (< tile pixels)
+            down = (r, r + 1) if small.rows[r].fp_stop > small.rows[r].stop else (r,)
+            right = (c, c + 1) if small.cols[c].fp_stop > small.cols[c].stop else (c,)
+            deps = {ingest[(rr, cc)] for rr in down for cc in right if (rr, cc) in ingest}
             maps[(r, c)] = client.submit(
                 map_block, store, small, blend, r, c, settings.batch_size, predict, *deps,
                 key=(f"colorize_block-{token}", r, c), resources=settings.resources,
-                retries=retries)
+                retries=retries, priority=order(r, c))
     reduces = {}
     for r in range(ny):
         for c in range(nx):
@@ -275,8 +347,8 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                 deps.append(ingest[(r, c)])
             reduces[(r, c)] = client.submit(reduce_chunk, store, small, blend, r, c, *deps,
                                             key=(f"blend_chunk-{token}", r, c),
-                                            retries=retries)
-    composes = []
+                                            retries=retries, priority=order(r, c))
+    composes = {}
     if k > 1:  # upsample the reduced chroma under the full-resolution L, chunk by chunk
         for r in range(ny):
             for c in range(nx):
@@ -286,13 +358,24 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                         if (rr, cc) in reduces]
                 if (r, c) in ingest:
                     deps.append(ingest[(r, c)])
-                composes.append(client.submit(compose_chunk, store, plan, small, k, r, c, *deps,
-                                              key=(f"compose_chunk-{token}", r, c),
-                                              retries=retries))
-    last = composes if k > 1 else list(reduces.values())
-    final = None
+                composes[(r, c)] = client.submit(compose_chunk, store, plan, small, k, r, c,
+                                                 *deps, key=(f"compose_chunk-{token}", r, c),
+                                                 retries=retries, priority=order(r, c))
+    finishing = composes if k > 1 else reduces  # (r, c) -> the task that completes chunk
+    final, variables = None, []
     if dest is not None:
-        final = client.submit(write_output, store, dest, fmt, *last,
-                              key=f"write_output-{token}", retries=retries)
+        # no dependencies: the writer starts now and waits row by row (see write_output)
+        from distributed import Variable
+
+        pending = PendingRows({})
+        for (r, c), future in finishing.items():
+            variable = Variable(f"tilecolor-{token}-{r}-{c}", client=client)
+            variable.set(future)
+            variables.append(variable.name)
+            pending.rows.setdefault(r, []).append(variable.name)
+        final = client.submit(write_output, store, dest, fmt, pending, settings.block,
+                              key=f"write_output-{token}", retries=retries,
+                              priority=first + 1)
     ingests = list({id(f): f for f in ingest.values()}.values())
-    return ImageGraph(ingests, list(maps.values()), [*reduces.values(), *composes], final)
+    return ImageGraph(ingests, list(maps.values()), [*reduces.values(), *composes.values()],
+                      final, variables)

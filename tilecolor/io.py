@@ -301,7 +301,8 @@ def sniff_ext(suffix: str) -> str | None:
             ".jpeg": "jpeg"}.get(suffix.lower())
 
 
-def write_image(rgb, dest: Path, fmt: str, *, scratch: Path | None = None) -> Path:
+def write_image(rgb, dest: Path, fmt: str, *, scratch: Path | None = None,
+                tmp_dir: Path | None = None) -> Path:
     """Write an (H, W, 3) array-like atomically (TIFF and OME-Zarr stream it in strips).
 
     Parameters
@@ -311,14 +312,18 @@ def write_image(rgb, dest: Path, fmt: str, *, scratch: Path | None = None) -> Pa
     dest : the output file (``zarr``: the output folder); an existing one is replaced.
     fmt : one of :data:`FORMATS`.
     scratch : folder for the TIFF pyramid's temporary levels (default: beside ``dest``).
+    tmp_dir : where the file is written before it is renamed to ``dest`` (default: beside
+        it; must be on the same file system). The engine uses the image's working store, so
+        a run killed while streaming leaves nothing beside the outputs.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    where = tmp_dir or dest.parent
     # the prefix is cut so that a long (but valid) output name still leaves a valid temp name
     prefix, suffix = f".{dest.name[:64]}.", ".part"
     if fmt == "zarr":
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=prefix, suffix=suffix))
+        tmp = Path(tempfile.mkdtemp(dir=where, prefix=prefix, suffix=suffix))
     else:
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=prefix, suffix=suffix)
+        fd, tmp_name = tempfile.mkstemp(dir=where, prefix=prefix, suffix=suffix)
         os.close(fd)
         tmp = Path(tmp_name)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -194,6 +195,7 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
     finals: dict[object, Job] = {}
     bar = Progress(desc="colorize", enabled=progress)
     ac = as_completed()
+    ranks = itertools.count()
 
     def submit_next() -> None:
         if not queue:
@@ -201,7 +203,7 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
         job = queue.popleft()
         job.t0 = time.perf_counter()
         job.graph = submit_image(client, job.info, job.store, settings, predict,
-                                 dest=job.dest, fmt=job.fmt)
+                                 dest=job.dest, fmt=job.fmt, rank=next(ranks))
         futures = job.graph.futures
         bar.add_total(len(futures))
         finals[job.graph.final] = job
@@ -216,6 +218,7 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
         if job is None:
             continue
         r = results[job.src] = _finish(job, future)
+        job.graph.release(client)
         bar.write(one_line(f"done: {r.output}" if r.status == "done" else f"error: {r.error}"))
         submit_next()
     bar.close()

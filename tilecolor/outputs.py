@@ -26,7 +26,8 @@ OUTPUT_TILE = 256  #: tile side of TIFF outputs (tifffile wants multiples of 16)
 ZARR_CHUNK = 512  #: y and x chunk side of OME-Zarr outputs (one channel per chunk)
 #: deflate level 1 with horizontal differencing: about 2x faster than zlib's default level 6
 #: and 20-30 % smaller on photos (numbers in the README); predictor 2 is baseline libtiff
-TIFF_CODEC = {"compression": "zlib", "compressionargs": {"level": 1}, "predictor": True}
+TIFF_CODEC = {"compression": "zlib", "compressionargs": {"level": 1}, "predictor": True,
+              "maxworkers": 2}
 _SCRATCH_COLS = 8192  #: column chunk of the temporary levels (blosc chunks stay < 2 GiB)
 
 Sink = Callable[[int, int, np.ndarray], None]

@@ -87,5 +87,9 @@ def test_dashboard_task_stream_shows_tilecolor_tasks(tmp_path):
         finally:
             driver.quit()
         assert "colorize_block" in names, f"task stream names seen: {names}"
-        assert set(names) <= {"ingest", "colorize_block", "blend_chunk", "write_output"}
+        # Dask adds its own rows for the same tasks, named by action: "disk-read-<name>"
+        # is any dependency lookup over 5 ms (a loaded machine), "transfer-" etc.
+        ours = {n.split("-", 2)[-1] if n.startswith(("disk-", "transfer-", "deserialize-"))
+                else n for n in names}
+        assert ours <= {"ingest", "colorize_block", "blend_chunk", "write_output"}, names
         assert done.wait(120)

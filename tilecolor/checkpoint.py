@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from tilecolor.errors import CheckpointError, ConfigError
 
-if TYPE_CHECKING:  # torch is imported where weights are loaded: the driver of
-    import torch   # `tilecolor run` checks a checkpoint without it (see check_weights)
+# torch is imported where weights are loaded: the driver of `tilecolor run` checks a
+# checkpoint without it (see check_weights)
+if TYPE_CHECKING:
+    import torch
 
     from tilecolor.nets import UNetGenerator
 

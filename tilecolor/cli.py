@@ -189,8 +189,7 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     try:
         settings = Settings(tile=cfg.tile, stride=cfg.stride, blend=Blend(cfg.blend),
                             block=cfg.block,
-                            batch_size=(default_batch_size(cfg.device) if cfg.batch_size is None
-                                        else cfg.batch_size),
+                            batch_size=default_batch_size(cfg.device, cfg.batch_size),
                             render_scale=cfg.render_scale,
                             resources=inference_resources(cfg.device, cfg.cluster.kind))
     except ConfigError as e:
@@ -328,8 +327,7 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     _setup_logging(verbose, quiet)
     try:
         settings = Settings(tile=tile, stride=stride, blend=Blend(blend), block=block,
-                            batch_size=(default_batch_size(device) if batch_size is None
-                                        else batch_size),
+                            batch_size=default_batch_size(device, batch_size),
                             resources=inference_resources(device, "local"))
         photos = select_photos(data_dir, split, val_count)
     except ConfigError as e:

@@ -215,17 +215,21 @@ def write_output(store: WorkStore, dest: Path, fmt: str,
     staged in the store's ``pyramid`` group, which is removed once written.
 
     ``pending`` maps a block row (``block`` pixels high) to the tasks that still have to
-    finish it (blend or compose): the writer then starts with the image and writes each row of output
-    chunks as soon as it is done, while the generator works on the rows below, instead of
-    after the whole image (TIFF and OME-Zarr; PNG and JPEG are written whole at the end).
-    It waits outside the worker's thread pool (``worker_client`` secedes), and a failed
-    chunk task fails the writer with that task's error.
+    finish it (blend or compose): the writer then starts with the image and writes each row
+    of output chunks as soon as it is done, while the generator works on the rows below,
+    instead of after the whole image (TIFF and OME-Zarr; PNG and JPEG are written whole at
+    the end). It waits outside the worker's thread pool (``worker_client`` secedes), and a
+    failed chunk task fails the writer with that task's error.
     """
     rgb = store.array("rgb")
-    if pending is None or not pending.rows:
-        write_image(rgb, Path(dest), fmt, scratch=store.path / "pyramid",
+
+    def write(source) -> str:
+        write_image(source, Path(dest), fmt, scratch=store.path / "pyramid",
                     tmp_dir=store.path)
         return str(dest)
+
+    if pending is None or not pending.rows:
+        return write(rgb)
     from distributed import Variable, worker_client
 
     with worker_client() as client:
@@ -234,10 +238,7 @@ def write_output(store: WorkStore, dest: Path, fmt: str,
                 for name in pending.rows.pop(row, ()):
                     Variable(name, client=client).get().result()
 
-        write_image(_RowsWhenReady(rgb, block, wait_rows), Path(dest), fmt,
-                    scratch=store.path / "pyramid",
-                    tmp_dir=store.path)
-    return str(dest)
+        return write(_RowsWhenReady(rgb, block, wait_rows))
 
 
 class _RowsWhenReady:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tilecolor.checkpoint import check_weights, file_digest, load_generator, read_metadata, resolve
+from tilecolor.checkpoint import check_weights, load_generator, read_metadata, resolve
 from tilecolor.errors import ConfigError
 
 _CACHE: dict[tuple[str, str], object] = {}
@@ -108,10 +108,9 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
     if precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"precision must be fp32, bf16 or fp16, got precision={precision!r}")
     path = resolve(checkpoint)
-    if validate:
-        model, _ = load_generator(path)
-        multiple = model.spec.multiple
-        digest = file_digest(path / "generator.safetensors")
+    if validate:  # load_generator checked the weights against this digest
+        model, meta = load_generator(path)
+        multiple, digest = model.spec.multiple, meta["sha256"]
     else:
         digest = check_weights(path)
         multiple = 2 ** int(read_metadata(path)["architecture"].get("depth", 0))
@@ -125,8 +124,10 @@ def default_threads(workers: int) -> int:
     return max(1, (cores or 1) // max(1, workers))
 
 
-def default_batch_size(device: str) -> int:
-    """Tiles per generator call: 8 on CPU (with NHWC activations 8 ran ~10 % faster than 16
-    or 32 on the 2-core dev machine: the activations stay in cache), 32 on CUDA (the
-    fastest batch on the H200, BENCHMARKS.md)."""
+def default_batch_size(device: str, requested: int | None = None) -> int:
+    """``requested``, or the default tiles per generator call: 8 on CPU (with NHWC
+    activations 8 ran ~10 % faster than 16 or 32 on the 2-core dev machine: the activations
+    stay in cache), 32 on CUDA (the fastest batch on the H200, BENCHMARKS.md)."""
+    if requested is not None:
+        return requested
     return 8 if device == "cpu" else 32

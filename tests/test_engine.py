@@ -16,6 +16,7 @@ from tilecolor.engine import Settings, submit_image
 from tilecolor.io import probe
 from tilecolor.predict import make_predictor
 from tilecolor.store import WorkStore
+from tilecolor.tiling import interior
 
 
 def affine(x: np.ndarray) -> np.ndarray:
@@ -58,6 +59,10 @@ CASES = [  # (h, w, tile, stride, block, blend)
     (129, 300, 32, 5, 96, "uniform"),  # dense, the paper-like regime
     (65, 200, 64, 48, 64, "cosine"),  # one-row-of-tiles image
     (1, 90, 16, 8, 32, "cosine"),  # a single row of pixels
+    # footprints wider than the partial sums' chunks (128): only the bands are stored
+    (400, 530, 32, 24, 192, "cosine"),
+    (300, 700, 64, 40, 256, "uniform"),
+    (520, 300, 32, 32, 160, "cosine"),  # stride = tile, blocks not a multiple of it
 ]
 
 
@@ -70,6 +75,22 @@ def test_tiled_equals_whole_image_two_workers(client2, tmp_path, h, w, tile, str
     store = run_engine(client2, tmp_path, img, settings, stand_in)
     got = store.array("ab")[:] / 110.0
     np.testing.assert_allclose(got, whole(stand_in, img) / 110.0, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("stride,stored", [(32, 0), (24, None)])
+def test_only_the_shared_bands_go_through_partial_sums(client1, tmp_path, stride, stored):
+    """Map tasks finish their chunk's interior; the partial sums hold only the bands a
+    neighbour also reaches (none when stride = tile divides the block), in whole chunks."""
+    img = smooth_image(300, 512, seed=3)  # the last tiles are flush with the edges
+    settings = Settings(tile=32, stride=stride, block=256, blend="cosine")
+    store = run_engine(client1, tmp_path, img, settings, affine)
+    np.testing.assert_allclose(store.array("ab")[:], whole(affine, img), atol=1e-3)
+    rows, cols = store.array("partial_rows"), store.array("partial_cols")
+    written = rows.nchunks_initialized + cols.nchunks_initialized
+    if stored is None:  # bands of 8..32 px around 256-px blocks: a fraction of the chunks
+        assert 0 < written < (rows.nchunks + cols.nchunks) / 4
+    else:
+        assert written == stored
 
 
 @pytest.mark.parametrize("h,w,tile,stride,block,blend", CASES[::3])
@@ -149,10 +170,16 @@ def test_finished_blocks_are_not_recomputed(client1, tmp_path):
     def broken(x):
         raise AssertionError("a finished block was recomputed")
 
-    # forget the blended output (as if killed before REDUCE): it is rebuilt from the
-    # stored partial sums without running the generator again
+    # forget the blended borders (as if killed after MAP, before REDUCE): they are rebuilt
+    # from the stored partial sums without running the generator again; the interiors
+    # were finished by the map tasks
+    plan = settings.plan(100, 100)
+    kept = np.zeros((100, 100), bool)
+    for r, c in np.ndindex(plan.grid):
+        kept[interior(plan.rows, r), interior(plan.cols, c)] = True
+    assert 0 < kept.sum() < kept.size
     store.array("reduce_done", "r+")[:] = 0
-    store.array("ab", "r+")[:] = 0
+    store.array("ab", "r+")[:] = np.where(kept[..., None], ab, 0)
     info = probe(tmp_path / "in.tif")
     graph = submit_image(client1, info, store, settings, broken)
     assert graph.maps == [] and graph.ingests == [] and len(graph.reduces) == 16

@@ -1,11 +1,14 @@
 """The Dask graph: ingest -> MAP (one task per block) -> REDUCE (one per output chunk) -> write.
 
-MAP runs ``predict`` over the tiles a block owns, in batches, and writes sum(w * ab) over the
-block's footprint to the working store. REDUCE adds the partial sums of the blocks whose
-footprints cover an output chunk (its own block and the ones before it in each axis, so at
-most four), divides by the separable weight sum and composes RGB with the original L. Tasks
-exchange data through the Zarr store and return only small metadata, so nothing image-sized
-passes through Dask's memory or the driver.
+MAP runs ``predict`` over the tiles a block owns, in batches, and sums w * ab over the
+block's footprint. The chunk's interior, which no other block's tiles reach, is finished
+there: divided by the separable weight sum and composed into RGB with the original L. Only
+the bands a neighbour also reaches (less than a tile wide) go to the working store as
+partial sums. REDUCE finishes the border of an output chunk (the bands before its interior)
+from the partial sums of the blocks that reach it (its own and the ones before it in each
+axis, so at most four); with stride = tile and blocks a multiple of it there is none.
+Tasks exchange data through the Zarr store and return only small metadata, so nothing
+image-sized passes through Dask's memory or the driver.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tilecolor.errors import ConfigError
 from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
 from tilecolor.resample import downsample_mean, reduced_length, source_span, upsample_bilinear
 from tilecolor.store import STAGES, WorkStore
-from tilecolor.tiling import Plan, check_geometry, contributions, tile_origins
+from tilecolor.tiling import Plan, check_geometry, contributions, interior, tile_origins
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -109,8 +112,10 @@ def ingest_region(info: ImageInfo, store: WorkStore, plan: Plan, r: int | None,
 
 def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_size: int,
               predict: Predict, *deps) -> dict:
-    """Run the generator on every tile block (r, c) owns; write its weighted partial sums."""
+    """Run the generator on every tile block (r, c) owns; finish the chunk's interior and
+    write the partial sums of the bands its neighbours also reach."""
     t0 = time.perf_counter()
+    attrs = store.attrs
     by, bx = plan.rows[r], plan.cols[c]
     oy = tile_origins(plan.height, plan.tile, plan.stride)[by.first : by.last]
     ox = tile_origins(plan.width, plan.tile, plan.stride)[bx.first : bx.last]
@@ -119,11 +124,13 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     if len(oy) == 0 or len(ox) == 0:  # a last block can own no tile: the one before covers it
         store.mark_done("map", r, c)
         return {"tiles": 0, "seconds": time.perf_counter() - t0, "generator_seconds": 0.0}
-    if int(store.attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
-        lightness = store.array("Ls")[by.start : by.fp_stop, bx.start : bx.fp_stop]
+    footprint = (slice(by.start, by.fp_stop), slice(bx.start, bx.fp_stop))
+    gray = None
+    if int(attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
+        lightness = store.array("Ls")[footprint]
     else:
-        lightness = gray_to_lightness(store.array("L")[by.start : by.fp_stop,
-                                                       bx.start : bx.fp_stop])
+        gray = store.array("L")[footprint]
+        lightness = gray_to_lightness(gray)
     net_in = lightness_to_input(lightness)
     # (fh, fw); an axis shorter than a tile is reflect-padded up to it (only whole-image axes)
     pad = ((0, max(0, plan.tile - net_in.shape[0])), (0, max(0, plan.tile - net_in.shape[1])))
@@ -137,53 +144,111 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
         chunk = coords[k : k + batch_size]
         batch = np.stack([net_in[y : y + t, x : x + t] for y, x, _, _ in chunk])[:, None]
         t1 = time.perf_counter()
-        pred = np.asarray(predict(batch), dtype=np.float32)  # (n, 2, t, t) ab / 110
+        pred = np.require(predict(batch), np.float32, "W")  # (n, 2, t, t) ab / 110
         gen += time.perf_counter() - t1
         if pred.shape != (len(chunk), 2, t, t):
             raise ValueError(f"predict returned shape {pred.shape}, expected "
                              f"{(len(chunk), 2, t, t)}")
         for (y, x, i, j), p in zip(chunk, pred, strict=True):
-            acc[:, y : y + t, x : x + t] += p * (wy[i][:, None] * wx[j][None, :])
-    fh, fw = by.fp_len, bx.fp_len
-    fy, fx = store.footprint()
-    store.array("partial", "r+")[:, r * fy : r * fy + fh, c * fx : c * fx + fw] = acc[:, :fh, :fw]
+            p *= wy[i][:, None] * wx[j][None, :]
+            acc[:, y : y + t, x : x + t] += p
+    acc = acc[:, : by.fp_len, : bx.fp_len]
+    iy, ix = interior(plan.rows, r), interior(plan.cols, c)
+    inner = (slice(iy.start - by.start, iy.stop - by.start),
+             slice(ix.start - bx.start, ix.stop - bx.start))
+    if iy.stop > iy.start and ix.stop > ix.start:
+        ab = _finish(acc[:, inner[0], inner[1]], plan, blend, iy, ix)
+        _put_chroma(store, attrs, (iy, ix), ab, None if gray is None else gray[inner])
+    _write_bands(store, attrs, acc, r, c, inner)
     store.mark_done("map", r, c)
     return {"tiles": len(coords), "seconds": time.perf_counter() - t0, "generator_seconds": gen}
 
 
+def _finish(sums: np.ndarray, plan: Plan, blend: Blend, ys: slice, xs: slice) -> np.ndarray:
+    """(2, h, w) float32 sum(w * ab) over region (ys, xs) -> (h, w, 2) chroma in Lab units,
+    a view of ``sums`` (scaled in place, in float32: a float64 pass cost 60 ms a block)."""
+    wy = _weight_sum(plan.height, plan.tile, plan.stride, blend)[ys]
+    wx = _weight_sum(plan.width, plan.tile, plan.stride, blend)[xs]
+    sums *= np.outer((AB_SCALE / wy).astype(np.float32), (1.0 / wx).astype(np.float32))
+    return np.moveaxis(sums, 0, -1)
+
+
+def _write_bands(store: WorkStore, attrs: dict, acc: np.ndarray, r: int, c: int,
+                 inner: tuple[slice, slice]) -> None:
+    """Store the partial sums of the footprint outside the interior ``inner`` (footprint
+    coordinates): the rows above and below it, full width, in ``partial_rows``; the
+    columns left and right of it, interior rows only, in ``partial_cols``. An empty
+    interior along one axis (never for a block that owns a tile) puts all of it in one."""
+    fy, fx = (int(v) for v in attrs["footprint"])
+    (a, b), (left, right) = (inner[0].start, inner[0].stop), (inner[1].start, inner[1].stop)
+    fh, fw = acc.shape[1:]
+    for name, (y0, y1, x0, x1) in (("partial_rows", (0, a, 0, fw)),
+                                   ("partial_rows", (b, fh, 0, fw)),
+                                   ("partial_cols", (a, b, 0, left)),
+                                   ("partial_cols", (a, b, right, fw))):
+        if y1 > y0 and x1 > x0:
+            store.array(name, "r+")[:, r * fy + y0 : r * fy + y1, c * fx + x0 : c * fx + x1] \
+                = acc[:, y0:y1, x0:x1]
+
+
 def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *deps) -> int:
-    """Blend output chunk (r, c): add the overlapping partial sums, divide, compose."""
+    """Finish output chunk (r, c) outside its interior: add the partial sums of the blocks
+    that reach it, divide, compose. Returns the number of pixels finished."""
+    attrs = store.attrs
     by, bx = plan.rows[r], plan.cols[c]
-    fy, fx = store.footprint()
-    partial = store.array("partial")
-    ab = np.zeros((2, by.stop - by.start, bx.stop - bx.start), dtype=np.float32)
-    for cy in contributions(plan.rows, r):
-        for cx in contributions(plan.cols, c):
-            ys = slice(cy.block * fy + cy.src.start, cy.block * fy + cy.src.stop)
-            xs = slice(cx.block * fx + cx.src.start, cx.block * fx + cx.src.stop)
-            ab[:, cy.dst, cx.dst] += partial[:, ys, xs]
-    wsum = np.outer(_weight_sum(plan.height, plan.tile, plan.stride, blend)[by.start : by.stop],
-                    _weight_sum(plan.width, plan.tile, plan.stride, blend)[bx.start : bx.stop])
-    ab = np.moveaxis(ab / wsum, 0, -1) * AB_SCALE  # (h, w, 2) in Lab units
-    region = (slice(by.start, by.stop), slice(bx.start, bx.stop))
-    if int(store.attrs.get("render_factor", 1)) > 1:  # upsampled later, by compose_chunk
+    iy, ix = interior(plan.rows, r), interior(plan.cols, c)
+    fy, fx = (int(v) for v in attrs["footprint"])
+    pixels = 0
+    # the rows above the interior (full width), then the columns left of it: bands of
+    # the blocks that reach them, stored by _write_bands in partial_rows and partial_cols
+    for name, ys, xs in (("partial_rows", slice(by.start, iy.start), slice(bx.start, bx.stop)),
+                         ("partial_cols", slice(iy.start, by.stop), slice(bx.start, ix.start))):
+        if ys.stop <= ys.start or xs.stop <= xs.start:
+            continue
+        partial = store.array(name)
+        ab = np.zeros((2, ys.stop - ys.start, xs.stop - xs.start), dtype=np.float32)
+        for cy in _overlaps(plan.rows, r, ys):
+            for cx in _overlaps(plan.cols, c, xs):
+                py, px = cy.index * fy - cy.start, cx.index * fx - cx.start
+                ab[:, cy.lo - ys.start : cy.hi - ys.start, cx.lo - xs.start : cx.hi - xs.start] \
+                    += partial[:, py + cy.lo : py + cy.hi, px + cx.lo : px + cx.hi]
+        _put_chroma(store, attrs, (ys, xs), _finish(ab, plan, blend, ys, xs))
+        pixels += ab.shape[1] * ab.shape[2]
+    store.mark_done("reduce", r, c)
+    return pixels
+
+
+@dataclass(frozen=True)
+class _Overlap:
+    index: int  #: the block
+    start: int  #: where its footprint starts
+    lo: int  #: the span [lo, hi) of the region it reaches (image coordinates)
+    hi: int
+
+
+def _overlaps(blocks, k: int, span: slice) -> list[_Overlap]:
+    """Blocks k - 1 and k, where their footprints reach ``span`` of chunk k."""
+    out = []
+    for b in blocks[max(0, k - 1) : k + 1]:
+        lo, hi = max(span.start, b.start), min(span.stop, b.fp_stop)
+        if hi > lo:
+            out.append(_Overlap(b.index, b.start, lo, hi))
+    return out
+
+
+def _put_chroma(store: WorkStore, attrs: dict, region: tuple[slice, slice], ab: np.ndarray,
+                gray: np.ndarray | None = None) -> None:
+    """Store finished chroma of ``region``: at reduced scale as ``ab_small`` (upsampled by
+    :func:`compose_chunk`), as ``ab`` (tests, eval), or composed with the original L
+    (``gray``, read from the store when not given) into ``rgb``."""
+    if int(attrs.get("render_factor", 1)) > 1:
         store.array("ab_small", "r+")[region] = ab
-        store.mark_done("reduce", r, c)
-        return int(ab.shape[0] * ab.shape[1])
-    return _write_chroma(store, region, ab, "reduce", r, c)
-
-
-def _write_chroma(store: WorkStore, region: tuple[slice, slice], ab: np.ndarray, stage: str,
-                  r: int, c: int) -> int:
-    """Store a finished chunk's chroma: as ``ab`` (tests, eval) or composed with the
-    original L into ``rgb``; then record the chunk as done for ``stage``."""
-    if store.attrs["output"] == "ab":
+    elif attrs["output"] == "ab":
         store.array("ab", "r+")[region] = ab
     else:
         out = store.array("rgb", "r+")
-        out[region] = compose_rgb(store.array("L")[region], ab, out.dtype)
-    store.mark_done(stage, r, c)
-    return int(ab.shape[0] * ab.shape[1])
+        gray = store.array("L")[region] if gray is None else gray
+        out[region] = compose_rgb(gray, ab, out.dtype)
 
 
 def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: int,
@@ -196,8 +261,10 @@ def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: 
     src = store.array("ab_small")[ylo:yhi, xlo:xhi]
     ab = upsample_bilinear(src, (ylo, xlo), k, (by.start, by.stop), (bx.start, bx.stop),
                            (small.height, small.width))
-    region = (slice(by.start, by.stop), slice(bx.start, bx.stop))
-    return _write_chroma(store, region, ab, "compose", r, c)
+    attrs = {**store.attrs, "render_factor": 1}  # full resolution from here on
+    _put_chroma(store, attrs, (slice(by.start, by.stop), slice(bx.start, bx.stop)), ab)
+    store.mark_done("compose", r, c)
+    return int(ab.shape[0] * ab.shape[1])
 
 
 class PendingRows:

@@ -26,7 +26,7 @@ from tilecolor.errors import InputError, OutputError, TilecolorError, one_line
 from tilecolor.io import ImageInfo, output_path, probe
 from tilecolor.progress import Progress
 from tilecolor.safety import check_dest, check_output_size, file_ids, work_name
-from tilecolor.store import WorkStore
+from tilecolor.store import LAYOUT, WorkStore
 from tilecolor.validate import InputPolicy, is_candidate
 
 log = logging.getLogger("tilecolor")
@@ -141,7 +141,7 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
                               f"use --overwrite to replace it")
     plan = settings.plan(info.height, info.width)
     store = WorkStore(work / f"{work_name(src)}.zarr")
-    attrs = {"fingerprint": fp, "block": settings.block, "source": str(src)}
+    attrs = {"fingerprint": fp, "block": settings.block, "source": str(src), "layout": LAYOUT}
     resumable = (not overwrite and store.exists()
                  and {k: store.attrs.get(k) for k in attrs} == attrs)
     if resumable:

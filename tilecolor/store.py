@@ -3,8 +3,16 @@
 Layout (one group per input image)::
 
     L         (H, W)                   the input's gray, chunked block x block
-    partial   (2, nby*Fy, nbx*Fx)      float32 sum(w * ab) of each block's footprint; chunk
-                                       (r, c) belongs to block (r, c) alone (one writer)
+    partial_rows, partial_cols (2, nby*Fy, nbx*Fx)
+                                       float32 sum(w * ab) over the bands of block (r, c)'s
+                                       footprint that a neighbour's tiles also reach (its
+                                       interior is finished by its own map task): the rows
+                                       above and below the interior rows, full width, in
+                                       ``partial_rows`` (chunks of PARTIAL_CHUNK rows), the
+                                       columns left and right of the interior, interior rows
+                                       only, in ``partial_cols`` (chunks of PARTIAL_CHUNK
+                                       columns). Block (r, c) alone writes [r*Fy, r*Fy+fh) x
+                                       [c*Fx, c*Fx+fw) of each (one writer per chunk).
     Ls, ab_small (h/k, w/k[, 2])       reduced L* and blended chroma (render_scale 1/k < 1)
     ingest_done, map_done, reduce_done, compose_done  (nby, nbx) uint8
                                        explicit records of finished blocks per stage (a
@@ -39,9 +47,28 @@ _FAST = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 STAGES = ("ingest", "map", "reduce", "compose")
 
 
-def output_rows(block: int) -> int:
-    """Row chunk of the output array: a TIFF tile row when blocks are multiples of it."""
-    return 256 if block % 256 == 0 else block
+#: Bumped when the meaning of the arrays changes: a store of another layout is not resumed.
+LAYOUT = 2
+#: Width of the partial sums' chunks across a band (bands are less than a tile wide).
+PARTIAL_CHUNK = 64
+
+
+def output_chunks(block: int) -> tuple[int, int]:
+    """(rows, columns) of an output (or reduced chroma) array's chunks: one TIFF tile row
+    high and 1024 wide when blocks are multiples of that. A block's interior (map task)
+    and its border bands (blend task) share few chunks (a shared chunk is written twice),
+    and zarr's cost per chunk (about 1 ms) stays small next to the pixels'."""
+    rows = 256 if block % 256 == 0 else block
+    return rows, 1024 if block % 1024 == 0 else rows
+
+
+def _rounded(length: int, chunk: int) -> int:
+    return -(-length // chunk) * chunk
+
+
+#: Zarr array config for arrays written with real data: skip zarr's check for chunks equal
+#: to the fill value, a pass over each chunk that tripled the cost of a write (zarr 3.1).
+WRITE_ALL = {"write_empty_chunks": True}
 
 
 class WorkStore:
@@ -67,6 +94,8 @@ class WorkStore:
         k = plan.block // render.block
         rows, cols = render.rows, render.cols
         fy, fx = footprint_capacity(rows), footprint_capacity(cols)
+        qy, qx = min(PARTIAL_CHUNK, fy), min(PARTIAL_CHUNK, fx)
+        fy, fx = _rounded(fy, qy), _rounded(fx, qx)  # a block's sums start on a chunk edge
         h, w, b = plan.height, plan.width, plan.block
         group.create_array("L", shape=(h, w), chunks=(min(b, h), min(b, w)), dtype=dtype,
                            fill_value=0, compressors=_FAST)
@@ -74,36 +103,40 @@ class WorkStore:
             hs, ws, bs = render.height, render.width, render.block
             group.create_array("Ls", shape=(hs, ws), chunks=(min(bs, hs), min(bs, ws)),
                                dtype="float32", fill_value=0.0, compressors=_FAST)
+            cy, cx = output_chunks(bs)
             group.create_array("ab_small", shape=(hs, ws, 2),
-                               chunks=(min(bs, hs), min(bs, ws), 2), dtype="float32",
+                               chunks=(min(cy, hs), min(cx, ws), 2), dtype="float32",
                                fill_value=0.0, compressors=_FAST)
-        group.create_array("partial", shape=(2, len(rows) * fy, len(cols) * fx),
-                           chunks=(2, fy, fx), dtype="float32", fill_value=0.0,
-                           compressors=None)
+        for name, chunks in (("partial_rows", (2, qy, fx)), ("partial_cols", (2, fy, qx))):
+            group.create_array(name, shape=(2, len(rows) * fy, len(cols) * fx),
+                               chunks=chunks, dtype="float32", fill_value=0.0,
+                               compressors=None)
         for stage in STAGES:
             group.create_array(f"{stage}_done", shape=(len(rows), len(cols)), chunks=(1, 1),
                                dtype="uint8", fill_value=0)
-        out_rows = min(output_rows(b), h)
+        cy, cx = output_chunks(b)
         if output == "rgb":
-            group.create_array("rgb", shape=(h, w, 3), chunks=(out_rows, min(b, w), 3),
+            group.create_array("rgb", shape=(h, w, 3), chunks=(min(cy, h), min(cx, w), 3),
                                dtype=dtype, fill_value=0, compressors=_FAST)
         elif output == "ab":
-            group.create_array("ab", shape=(h, w, 2), chunks=(out_rows, min(b, w), 2),
+            group.create_array("ab", shape=(h, w, 2), chunks=(min(cy, h), min(cx, w), 2),
                                dtype="float32", fill_value=0.0)
         else:
             raise ValueError(f"output must be 'rgb' or 'ab', got {output!r}")
         group.attrs.update({"footprint": [fy, fx], "output": output, "render_factor": k,
-                            **(attrs or {})})
+                            "layout": LAYOUT, **(attrs or {})})
         return cls(path)
 
     def array(self, name: str, mode: str = "r") -> zarr.Array:
-        return zarr.open_array(str(self.path / name), mode=mode)
+        array = zarr.open_array(str(self.path / name), mode=mode)
+        return array.with_config(WRITE_ALL) if mode != "r" else array
 
     @property
     def attrs(self) -> dict[str, Any]:
         return dict(zarr.open_group(str(self.path), mode="r").attrs)
 
     def footprint(self) -> tuple[int, int]:
+        """(Fy, Fx): where block (r, c)'s partial sums start, in units of r and c."""
         fy, fx = self.attrs["footprint"]
         return int(fy), int(fx)
 

@@ -98,6 +98,15 @@ def footprint_capacity(blocks: list[AxisBlock]) -> int:
     return max(b.fp_len for b in blocks)
 
 
+def interior(blocks: list[AxisBlock], k: int) -> slice:
+    """The part of output chunk ``k`` that no other block's tiles reach: from the end of
+    block ``k - 1``'s footprint to the chunk's end (empty when block ``k`` owns no tile).
+    Block ``k`` alone finishes it; only the band before it needs the neighbour's sums."""
+    b = blocks[k]
+    lo = max(b.start, blocks[k - 1].fp_stop) if k else b.start
+    return slice(min(lo, b.stop), b.stop)
+
+
 @dataclass(frozen=True)
 class Contribution:
     """Block ``block`` adds its footprint ``src`` (footprint coordinates) to ``dst`` (chunk

@@ -55,17 +55,23 @@ def downsample(pixels: np.ndarray) -> np.ndarray:
     An odd last row or column is paired with itself, so edge pixels are the mean of the
     pixels that exist.
     """
+    if pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
+        from PIL import Image  # the same rounding and edges, in C: 2x faster than below
+
+        return np.asarray(Image.fromarray(np.ascontiguousarray(pixels), "RGB").reduce(2))
     if pixels.shape[0] % 2:
         pixels = np.concatenate([pixels, pixels[-1:]], axis=0)
     if pixels.shape[1] % 2:
         pixels = np.concatenate([pixels, pixels[:, -1:]], axis=1)
     acc = np.uint16 if pixels.dtype.itemsize == 1 else np.uint32  # sum of 4 cannot overflow
-    total = pixels[0::2, 0::2].astype(acc)
-    total += pixels[1::2, 0::2]
-    total += pixels[0::2, 1::2]
-    total += pixels[1::2, 1::2]
+    h, w, c = pixels.shape
+    rows = pixels[0::2].astype(acc)  # pairs of whole rows first: contiguous, 2x faster
+    rows += pixels[1::2]
+    pairs = rows.reshape(h // 2, w // 2, 2 * c)  # then neighbouring pixels' channels
+    total = pairs[..., :c] + pairs[..., c:]
     total += 2
-    return (total // 4).astype(pixels.dtype)
+    total >>= 2
+    return total.astype(pixels.dtype)
 
 
 class StripPyramid:
@@ -179,11 +185,13 @@ def _scratch_levels(scratch: Path, shapes: list[tuple[int, int]], dtype: np.dtyp
     import zarr
     from zarr.codecs import BloscCodec
 
+    from tilecolor.store import WRITE_ALL
+
     group = zarr.open_group(str(scratch), mode="w")
-    codec = BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")
+    codec = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
     return [group.create_array(str(k), shape=(h, w, 3), dtype=dtype, fill_value=0,
                                chunks=(OUTPUT_TILE, min(w, _SCRATCH_COLS), 3),
-                               compressors=codec)
+                               compressors=codec).with_config(WRITE_ALL)
             for k, (h, w) in enumerate(shapes, start=1)]
 
 
@@ -213,6 +221,8 @@ def write_ome_zarr(rgb, path: Path, name: str = "image") -> None:
     import numcodecs
     import zarr
 
+    from tilecolor.store import WRITE_ALL
+
     shapes = pyramid_shapes(*rgb.shape[:2])
     dtype = np.dtype(rgb.dtype)
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
@@ -221,7 +231,8 @@ def write_ome_zarr(rgb, path: Path, name: str = "image") -> None:
     arrays = [group.create_array(str(k), shape=(3, h, w), dtype=dtype, fill_value=0,
                                  chunks=(1, min(ZARR_CHUNK, h), min(ZARR_CHUNK, w)),
                                  compressors=codec,
-                                 chunk_key_encoding={"name": "v2", "separator": "/"})
+                                 chunk_key_encoding={"name": "v2", "separator": "/"}
+                                 ).with_config(WRITE_ALL)
               for k, (h, w) in enumerate(shapes)]
 
     def sink(level: int, y: int, strip: np.ndarray) -> None:

@@ -108,6 +108,10 @@ def test_no_worker_with_gpu_fails_fast(client1):
         require_resource(client1, "GPU", timeout=1)
 
 
+def r_seconds(report: dict, name: str) -> float:
+    return next(i["seconds"] for i in report["images"] if i["input"].endswith(name))
+
+
 def test_report_json_and_html(tmp_path, tiny_checkpoint):
     from click.testing import CliRunner
 
@@ -127,6 +131,8 @@ def test_report_json_and_html(tmp_path, tiny_checkpoint):
     assert by_name["a.tif"]["status"] == "done"
     assert by_name["a.tif"]["height"] == 100 and by_name["a.tif"]["tiles"] > 0
     assert by_name["a.tif"]["megapixels_per_second"] > 0
+    # the generator's share of the work (summed over map tasks) is reported too
+    assert 0 < by_name["a.tif"]["generator_seconds"] < r_seconds(report, "a.tif") * 4
     assert by_name["bad.png"]["status"] == "failed" and "bad.png" in by_name["bad.png"]["error"]
     assert report["totals"]["done"] == 1 and report["totals"]["failed"] == 1
     html = next(reports.glob("run-*.html")).read_text()

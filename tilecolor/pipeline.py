@@ -47,6 +47,8 @@ class ImageResult:
     tiles: int = 0
     blocks_computed: int = 0
     seconds: float = 0.0
+    #: time the map tasks spent inside the generator (summed over workers)
+    generator_seconds: float = 0.0
 
     @property
     def megapixels_per_second(self) -> float:
@@ -109,6 +111,7 @@ class Job:
     tiles: int
     t0: float = field(default_factory=time.perf_counter)
     graph: object = None
+    generator_seconds: float = 0.0
 
 
 def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
@@ -193,6 +196,7 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
     results: dict[Path, ImageResult] = {}
     queue = deque(jobs)
     finals: dict[object, Job] = {}
+    maps: dict[str, Job] = {}  # map task key -> its image, to sum the generator's time
     bar = Progress(desc="colorize", enabled=progress)
     ac = as_completed()
     ranks = itertools.count()
@@ -207,6 +211,7 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
         futures = job.graph.futures
         bar.add_total(len(futures))
         finals[job.graph.final] = job
+        maps.update((f.key, job) for f in job.graph.maps)
         for f in futures:
             ac.add(f)
 
@@ -214,6 +219,9 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
         submit_next()
     for future in ac:
         bar.update()
+        owner = maps.pop(future.key, None)
+        if owner is not None and future.status == "finished":
+            owner.generator_seconds += future.result()["generator_seconds"]
         job = finals.pop(future, None)
         if job is None:
             continue
@@ -227,7 +235,8 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
 
 def _finish(job: Job, future) -> ImageResult:
     base = dict(height=job.info.height, width=job.info.width, tiles=job.tiles,
-                blocks_computed=len(job.graph.maps), seconds=time.perf_counter() - job.t0)
+                blocks_computed=len(job.graph.maps), seconds=time.perf_counter() - job.t0,
+                generator_seconds=round(job.generator_seconds, 3))
     if future.status == "finished":
         tmp = job.manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps({"fingerprint": job.fingerprint,

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import dask
 import psutil
 import pytest
 import tifffile
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from conftest import free_port, smooth_image, wait_for_cluster
 
 from tilecolor.cli import main
-from tilecolor.cluster import connect
+from tilecolor.cluster import LOCAL_HOUSEKEEPING, connect
 from tilecolor.config import ClusterConfig
 
 FAST = ["--tile", "64", "--stride", "32", "--block", "128", "--threads", "1"]
@@ -42,6 +43,9 @@ def test_embedded_cluster_and_dashboard_listen_on_loopback_only():
         me = psutil.Process()
         ips = _listening(me) + [ip for p in me.children(recursive=True) for ip in _listening(p)]
         assert ips and set(ips) == {"127.0.0.1"}, ips
+        # the lighter event-loop housekeeping reaches the forked worker processes
+        seen = client.run(lambda: {k: dask.config.get(k) for k in LOCAL_HOUSEKEEPING})
+        assert seen and all(v == LOCAL_HOUSEKEEPING for v in seen.values()), seen
 
 
 @pytest.mark.parametrize("args,message", [

@@ -109,12 +109,29 @@ def test_bad_checkpoint_exits_1_with_one_line(photos, tmp_path):
     assert "missing checkpoint.json" in r.output and "Traceback" not in r.output
 
 
+def _processes_marked(mark: str) -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("TILECOLOR_TEST_MARK") == mark:
+                found.append(p)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
 def test_subprocess_exit_codes(photos, tmp_path, tiny_checkpoint):
     base = [sys.executable, "-m", "tilecolor", "run", "--checkpoint", str(tiny_checkpoint),
             *FAST, "-q"]
+    mark = os.urandom(8).hex()
     ok = subprocess.run([*base, "--input", str(photos), "--output", str(tmp_path / "o1")],
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "TILECOLOR_TEST_MARK": mark})
     assert ok.returncode == 0, ok.stderr
+    # the quick exit leaves no process of the run behind (forkserver, workers)
+    assert _processes_marked(mark) == []
     (photos / "zero.jpg").write_bytes(b"")
     bad = subprocess.run([*base, "--input", str(photos), "--output", str(tmp_path / "o2")],
                          capture_output=True, text=True, timeout=300)

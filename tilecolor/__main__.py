@@ -1,3 +1,3 @@
-from tilecolor.cli import main
+from tilecolor.cli import entry
 
-main()
+entry()

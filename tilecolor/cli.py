@@ -55,6 +55,28 @@ def main() -> None:
     """Colorize grayscale images of any size with a tiled pix2pix generator."""
 
 
+def entry() -> None:
+    """The ``tilecolor`` command (console script, ``python -m tilecolor``): :func:`main`,
+    then a quick exit. Tests invoke :func:`main` in-process instead."""
+    try:
+        main()
+    finally:
+        _quick_exit()
+
+
+def _quick_exit() -> None:
+    """Skip two slow ends of a finished run (1.3 s and 1 s of a 256x256 run's 6.6 s on
+    the 2-core machine): the interpreter's last garbage collections over Dask's and
+    bokeh's objects (frozen instead: the process is leaving), and the idle forkserver
+    finalizing torch on its way out after it sees the driver gone (stopped now)."""
+    import gc
+
+    from tilecolor.cluster import stop_worker_server
+
+    gc.freeze()
+    stop_worker_server()
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML job spec holding any of these options; flags override it.")

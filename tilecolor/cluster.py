@@ -3,11 +3,12 @@ batch-job workers on SLURM/PBS through dask-jobqueue."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 from tilecolor.config import ClusterConfig
 from tilecolor.errors import ConfigError, TilecolorError
@@ -69,6 +70,20 @@ def start_worker_server() -> None:
     forkserver.ensure_running()
 
 
+def stop_worker_server() -> None:
+    """Stop this process's forkserver, if one runs, without waiting for it to finalize
+    (SIGTERM: it ignores only SIGINT). Its workers have exited with the cluster; left alone
+    it would import nothing more but spend a second tearing torch down after the driver
+    exits, and anything reading the run's output pipe (cron, SLURM, ``| tee``) waits."""
+    import signal
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+
+
 def inference_resources(device: str, kind: str) -> dict[str, float] | None:
     """What a generator task asks for: the GPU on CUDA, the worker's generator slot on the
     embedded LocalCluster, nothing on clusters whose workers tilecolor did not start."""
@@ -90,7 +105,7 @@ LOCAL_HOUSEKEEPING = {
 }
 
 
-@contextmanager
+@contextlib.contextmanager
 def connect(cfg: ClusterConfig, *, security=None) -> Iterator:
     """Yield a ``distributed.Client`` for ``cfg``.
 
@@ -186,7 +201,7 @@ def quiet_expected_errors(client) -> None:
 
 # ---------------------------------------------------------------- the generator on workers
 
-@contextmanager
+@contextlib.contextmanager
 def preloaded(client, predict) -> Iterator[None]:
     """Load the generator on every worker of ``client``, present and future, in the
     background: a worker plugin starts a thread that loads the model as each worker starts,

@@ -100,8 +100,9 @@ def _quick_exit() -> None:
                    "under the full-resolution L.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format [default: the input's].")
-@click.option("--workers", default=1, show_default=True,
-              help="Worker processes of the embedded LocalCluster.")
+@click.option("--workers", type=int,
+              help="Worker processes of the embedded LocalCluster [default: one per core on "
+                   "CPU (at most one per 1.5 GiB of available memory), one on CUDA].")
 @click.option("--threads", type=int, help="torch threads per worker [default: cores/workers].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: inference tasks ask for the GPU=1 resource.")
@@ -198,6 +199,7 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     from tilecolor.cluster import (
         check_generator,
         connect,
+        default_workers,
         inference_resources,
         preloaded,
         quiet_expected_errors,
@@ -228,6 +230,8 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
     cluster = cfg.cluster
+    if cluster.kind == "local" and cluster.workers is None:
+        cluster = replace(cluster, workers=default_workers(cfg.device))
     threads = cluster.threads or (default_threads(cluster.workers)
                                   if cluster.kind == "local" else None)
     t0 = time.perf_counter()

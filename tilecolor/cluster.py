@@ -84,6 +84,25 @@ def stop_worker_server() -> None:
             os.kill(pid, signal.SIGTERM)
 
 
+def default_workers(device: str) -> int:
+    """Worker processes of the embedded cluster when not given: one on CUDA (it holds the
+    GPU); on CPU one per core, each running the generator in one torch thread (two
+    1-thread processes ran the same tiles 7-15 % faster than one 2-thread process on the
+    2-core machine, BENCHMARKS.md), but at most one per WORKER_MEMORY of available memory
+    (a worker holds the model and one block's buffers)."""
+    if device != "cpu":
+        return 1
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, psutil.virtual_memory().available // WORKER_MEMORY))
+
+
+#: Memory budgeted per CPU worker by :func:`default_workers` (peak worker RSS was ~0.6 GiB
+#: at the default block of 2048).
+WORKER_MEMORY = 3 << 29  # 1.5 GiB
+
+
 def inference_resources(device: str, kind: str) -> dict[str, float] | None:
     """What a generator task asks for: the GPU on CUDA, the worker's generator slot on the
     embedded LocalCluster, nothing on clusters whose workers tilecolor did not start."""
@@ -109,7 +128,8 @@ LOCAL_HOUSEKEEPING = {
 def connect(cfg: ClusterConfig, *, security=None) -> Iterator:
     """Yield a ``distributed.Client`` for ``cfg``.
 
-    ``local`` starts a LocalCluster of ``cfg.workers`` processes, each with two task threads
+    ``local`` starts a LocalCluster of ``cfg.workers`` processes (1 if unset: the CLI picks
+    :func:`default_workers`), each with two task threads
     and one generator slot (the generator uses torch threads inside its task), listening on
     ``cfg.host`` only.
     ``address`` connects to ``cfg.address`` (``tls://`` with ``security``).
@@ -141,7 +161,7 @@ def connect(cfg: ClusterConfig, *, security=None) -> Iterator:
     with (dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
                            "distributed.worker.multiprocessing-method": "forkserver",
                            **LOCAL_HOUSEKEEPING}),
-          LocalCluster(n_workers=cfg.workers, threads_per_worker=2, processes=True,
+          LocalCluster(n_workers=cfg.workers or 1, threads_per_worker=2, processes=True,
                        host=cfg.host, dashboard_address=cfg.dashboard_address,
                        resources=resources, security=security,
                        silence_logs=logging.ERROR) as cluster,

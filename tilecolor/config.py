@@ -23,7 +23,8 @@ CLUSTER_KINDS = ("local", "address", "slurm", "pbs")
 class ClusterConfig:
     """Where the graph runs.
 
-    ``local``: an embedded LocalCluster of ``workers`` processes. ``address``: an existing
+    ``local``: an embedded LocalCluster of ``workers`` processes (None: chosen for the
+    device and machine by :func:`tilecolor.cluster.default_workers`). ``address``: an existing
     scheduler at ``address``. ``slurm``/``pbs``: dask-jobqueue submits ``jobs`` batch jobs of
     ``cores`` cores, ``memory``, ``gpus`` GPUs (each worker then offers ``GPU=1``) and
     ``walltime``, to ``queue`` (and ``account``), with extra scheduler directives.
@@ -31,7 +32,7 @@ class ClusterConfig:
 
     kind: str = "local"
     address: str | None = None
-    workers: int = 1
+    workers: int | None = None
     threads: int | None = None
     dashboard_address: str = "127.0.0.1:8787"
     cores: int = 1
@@ -54,7 +55,7 @@ class ClusterConfig:
         if self.kind == "address" and not self.address:
             raise ConfigError("cluster.kind = 'address' needs cluster.address")
         for name in ("workers", "cores", "jobs"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"cluster.{name} must be >= 1, got {getattr(self, name)}")
         if self.gpus < 0:
             raise ConfigError(f"cluster.gpus must be >= 0, got {self.gpus}")

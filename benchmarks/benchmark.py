@@ -5,7 +5,8 @@
     python benchmarks/benchmark.py memory --checkpoint PATH [--sizes 8192,32768]
 
 throughput  one 4096x4096 input, stride 256, one generator: the bare generator on the same
-            tiles in one process (the ceiling), `tilecolor run` end to end (a subprocess:
+            tiles, in one process and split over one 1-thread process per core (the faster
+            of the two is the ceiling), `tilecolor run` end to end (a subprocess:
             cluster start, ingest, blend, TIFF write included; and the in-cluster time from
             its JSON report), and MONAI's sliding_window_inference with the same generator,
             overlap 0 and constant blend (run in a separate venv: MONAI is a peer, not a
@@ -110,6 +111,9 @@ def report_seconds(report_dir: Path) -> float:
 
 # ------------------------------------------------------------------------------ throughput
 
+BARE = "bare generator, same tiles, 1 process"
+BARE_SPLIT = "bare generator, same tiles, {n} processes x 1 thread"
+
 def throughput(args) -> None:
     import tifffile
 
@@ -128,16 +132,18 @@ def throughput(args) -> None:
     # MONAI's (a long-lived process holding the other rows' arrays ran it ~10 % slower)
     o = tile_origins(side, tile, args.stride)
     n_tiles = len(o) ** 2
+    # (argv: torch threads, this process's share k of n: tiles k, k + n, ...)
     bare_script = (
-        "import time,numpy as np,tifffile\n"
+        "import sys,time,numpy as np,tifffile\n"
         "from tilecolor.color import gray_to_lightness, lightness_to_input\n"
         "from tilecolor.predict import make_predictor\n"
         "from tilecolor.tiling import tile_origins\n"
-        f"p=make_predictor({str(args.checkpoint)!r},threads={threads})\n"
+        "threads,k,n=map(int,sys.argv[1:])\n"
+        f"p=make_predictor({str(args.checkpoint)!r},threads=threads)\n"
         f"g=tifffile.imread({str(work / 'in' / 'img.tif')!r})\n"
         "x=lightness_to_input(gray_to_lightness(g))\n"
         f"o=tile_origins({side},{tile},{args.stride})\n"
-        f"t=np.stack([x[i:i+{tile},j:j+{tile}] for i in o for j in o])[:,None]\n"
+        f"t=np.stack([x[i:i+{tile},j:j+{tile}] for i in o for j in o][k::n])[:,None]\n"
         f"b={args.batch_size}\n"
         "p(t[:b])\n"
         "t0=time.perf_counter()\n"
@@ -145,10 +151,20 @@ def throughput(args) -> None:
         "print(time.perf_counter()-t0)\n")
 
     def bare() -> dict[str, float]:
-        res = subprocess.run([sys.executable, "-c", bare_script], capture_output=True,
-                             text=True, check=True)
-        return {"bare generator, same tiles, 1 process":
-                float(res.stdout.strip().splitlines()[-1])}
+        res = subprocess.run([sys.executable, "-c", bare_script, str(threads), "0", "1"],
+                             capture_output=True, text=True, check=True)
+        return {BARE: float(res.stdout.strip().splitlines()[-1])}
+
+    def bare_split() -> dict[str, float]:
+        """One process per core, one torch thread each, the tiles dealt out between them
+        (how tilecolor's 1-thread workers run the generator); the slowest one's time."""
+        procs = [subprocess.Popen([sys.executable, "-c", bare_script, "1", str(k),
+                                   str(threads)], stdout=subprocess.PIPE, text=True)
+                 for k in range(threads)]
+        times = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        if any(p.returncode for p in procs):
+            raise RuntimeError("bare generator process failed")
+        return {BARE_SPLIT.format(n=threads): max(times)}
 
     # tilecolor run, end to end (JSON report only: the HTML one is opt-in)
     cli_args = ["--input", str(work / "in"), "--checkpoint", str(args.checkpoint),
@@ -203,14 +219,16 @@ def throughput(args) -> None:
     # machine hits all of them; each row reports its fastest round
     runs: dict[str, list[float]] = {}
     for _ in range(args.repeat):
-        for measure in (bare, lambda: tilecolor(1), lambda: tilecolor(2),
+        for measure in (bare, *([bare_split] if threads > 1 else []), lambda: tilecolor(1),
+                        *([lambda: tilecolor(threads)] if threads > 1 else []),
                         *([monai] if args.monai_python else [])):
             for name, sec in measure().items():
                 runs.setdefault(name, []).append(sec)
-    ceiling = min(runs["bare generator, same tiles, 1 process"])
+    # the ceiling is the faster way of running the bare generator on this machine
+    ceiling = min(min(secs) for name, secs in runs.items() if name.startswith("bare"))
     print(f"\n### Throughput: {side}x{side} input, stride {args.stride}, tile {tile}, "
           f"{n_tiles} tiles, batch {args.batch_size}, best of {args.repeat}\n")
-    print("| what | seconds (best) | all rounds | MP/s | vs bare generator |\n"
+    print("| what | seconds (best) | all rounds | MP/s | vs the faster bare row |\n"
           "|---|---:|---|---:|---:|")
     for name, secs in runs.items():
         best = min(secs)
@@ -336,7 +354,8 @@ def memory(args) -> None:
                                      "--checkpoint", str(args.checkpoint), "--stride",
                                      str(args.stride), "--block", str(block),
                                      "--render-scale", str(args.render_scale),
-                                     "--workers", str(args.workers)], poll=0.5)
+                                     *(["--workers", str(args.workers)] if args.workers
+                                       else [])], poll=0.5)
             rows.append((side, block, wall, peak))
             outs[block] = out / "big.tif"
             print(rows[-1], file=sys.stderr, flush=True)
@@ -351,8 +370,11 @@ def memory(args) -> None:
                 worst = max(worst, int(np.abs(za[i : i + 2048].astype(np.int16)
                                               - zb[i : i + 2048].astype(np.int16)).max()))
             diff = str(worst)
+        from tilecolor.cluster import default_workers
+
+        workers = args.workers or default_workers("cpu")
         print(f"\n### Memory: {side}x{side} ({side * side / 1e9:.2f} GP), stride {args.stride}, "
-              f"render scale {args.render_scale}, {args.workers} worker(s), model "
+              f"render scale {args.render_scale}, {workers} worker(s), model "
               f"{args.checkpoint}; input written in {make:.0f} s\n")
         print("| block | wall s | MP/s | peak RSS, whole process tree |\n|---:|---:|---:|---:|")
         for s, block, wall, peak in rows:
@@ -388,7 +410,7 @@ def main() -> None:
     m.add_argument("--sizes", default="8192")
     m.add_argument("--blocks", default="2048")
     m.add_argument("--stride", type=int, default=256)
-    m.add_argument("--workers", type=int, default=1)
+    m.add_argument("--workers", type=int, help="[default: tilecolor's own default]")
     m.add_argument("--render-scale", type=float, default=1.0)
     m.add_argument("--workdir", default=None)
     m.add_argument("--keep", action="store_true")

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from tilecolor.errors import ConfigError
-from tilecolor.tiling import Plan, axis_blocks, contributions, footprint_capacity, tile_origins
+from tilecolor.tiling import (
+    Plan,
+    axis_blocks,
+    contributions,
+    footprint_capacity,
+    interior,
+    tile_origins,
+)
 
 CASES = [(length, tile, stride) for length in range(1, 70) for tile in (1, 4, 7, 16)
          for stride in sorted({1, 2, 3, tile // 2 or 1, tile - 1 or 1, tile}) if stride <= tile]
@@ -73,10 +80,20 @@ def test_blocks_own_each_tile_once_and_chunks_get_all_contributions(length, tile
             assert c.src.stop - c.src.start == c.dst.stop - c.dst.start
             for p in range(c.dst.start, c.dst.stop):
                 seen.setdefault(chunk.start + p, set()).add(c.block)
+        inner = interior(blocks, k)
+        assert chunk.start <= inner.start <= inner.stop == chunk.stop
+        assert (inner.stop > inner.start) == (chunk.last > chunk.first)  # owns a tile
         for p in range(chunk.start, chunk.stop):
             touching = {j for j, b in enumerate(blocks)
                         for i in range(b.first, b.last) if origins[i] <= p < origins[i] + tile}
             assert touching <= seen.get(p, set())
+            # the interior is exactly what only this block's tiles reach
+            assert (p >= inner.start) == (touching == {k}), (k, p, touching)
+        # contributions to a span of the chunk: the same blocks, clipped to the span
+        span = slice(chunk.start, inner.start)
+        for c in contributions(blocks, k, span):
+            assert 0 <= c.dst.start < c.dst.stop <= span.stop - span.start
+            assert c.src.start - c.dst.start == span.start - blocks[c.block].start
 
 
 def test_plan_cost_matches_paper_ratio():

@@ -207,33 +207,15 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
             continue
         partial = store.array(name)
         ab = np.zeros((2, ys.stop - ys.start, xs.stop - xs.start), dtype=np.float32)
-        for cy in _overlaps(plan.rows, r, ys):
-            for cx in _overlaps(plan.cols, c, xs):
-                py, px = cy.index * fy - cy.start, cx.index * fx - cx.start
-                ab[:, cy.lo - ys.start : cy.hi - ys.start, cx.lo - xs.start : cx.hi - xs.start] \
-                    += partial[:, py + cy.lo : py + cy.hi, px + cx.lo : px + cx.hi]
+        for cy in contributions(plan.rows, r, ys):
+            for cx in contributions(plan.cols, c, xs):
+                ab[:, cy.dst, cx.dst] += partial[
+                    :, cy.block * fy + cy.src.start : cy.block * fy + cy.src.stop,
+                    cx.block * fx + cx.src.start : cx.block * fx + cx.src.stop]
         _put_chroma(store, attrs, (ys, xs), _finish(ab, plan, blend, ys, xs))
         pixels += ab.shape[1] * ab.shape[2]
     store.mark_done("reduce", r, c)
     return pixels
-
-
-@dataclass(frozen=True)
-class _Overlap:
-    index: int  #: the block
-    start: int  #: where its footprint starts
-    lo: int  #: the span [lo, hi) of the region it reaches (image coordinates)
-    hi: int
-
-
-def _overlaps(blocks, k: int, span: slice) -> list[_Overlap]:
-    """Blocks k - 1 and k, where their footprints reach ``span`` of chunk k."""
-    out = []
-    for b in blocks[max(0, k - 1) : k + 1]:
-        lo, hi = max(span.start, b.start), min(span.stop, b.fp_stop)
-        if hi > lo:
-            out.append(_Overlap(b.index, b.start, lo, hi))
-    return out
 
 
 def _put_chroma(store: WorkStore, attrs: dict, region: tuple[slice, slice], ab: np.ndarray,

@@ -117,15 +117,18 @@ class Contribution:
     dst: slice
 
 
-def contributions(blocks: list[AxisBlock], chunk: int) -> list[Contribution]:
-    """The blocks whose footprints overlap output chunk ``chunk``, with the overlapping spans."""
+def contributions(blocks: list[AxisBlock], chunk: int,
+                  span: slice | None = None) -> list[Contribution]:
+    """The blocks whose footprints overlap output chunk ``chunk`` (or just ``span`` of it,
+    in image coordinates; ``dst`` is then relative to ``span.start``), with the spans."""
     target = blocks[chunk]
+    start, stop = (target.start, target.stop) if span is None else (span.start, span.stop)
     out = []
     for b in blocks[max(0, chunk - 1) : chunk + 1]:
-        lo, hi = max(b.start, target.start), min(b.fp_stop, target.stop)
+        lo, hi = max(b.start, start), min(b.fp_stop, stop)
         if hi > lo:
             out.append(Contribution(b.index, slice(lo - b.start, hi - b.start),
-                                    slice(lo - target.start, hi - target.start)))
+                                    slice(lo - start, hi - start)))
     return out
 
 

@@ -94,8 +94,9 @@ def default_workers(device: str) -> int:
         return 1
     import psutil
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, psutil.virtual_memory().available // WORKER_MEMORY))
+    from tilecolor.predict import available_cores
+
+    return max(1, min(available_cores(), psutil.virtual_memory().available // WORKER_MEMORY))
 
 
 #: Memory budgeted per CPU worker by :func:`default_workers` (peak worker RSS was ~0.6 GiB

@@ -158,7 +158,7 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
              slice(ix.start - bx.start, ix.stop - bx.start))
     if iy.stop > iy.start and ix.stop > ix.start:
         ab = _finish(acc[:, inner[0], inner[1]], plan, blend, iy, ix)
-        _put_chroma(store, attrs, (iy, ix), ab, None if gray is None else gray[inner])
+        _put_blended(store, attrs, (iy, ix), ab, None if gray is None else gray[inner])
     _write_bands(store, attrs, acc, r, c, inner)
     store.mark_done("map", r, c)
     return {"tiles": len(coords), "seconds": time.perf_counter() - t0, "generator_seconds": gen}
@@ -179,16 +179,16 @@ def _write_bands(store: WorkStore, attrs: dict, acc: np.ndarray, r: int, c: int,
     coordinates): the rows above and below it, full width, in ``partial_rows``; the
     columns left and right of it, interior rows only, in ``partial_cols``. An empty
     interior along one axis (never for a block that owns a tile) puts all of it in one."""
-    fy, fx = (int(v) for v in attrs["footprint"])
+    fy, fx = store.footprint(attrs)
     (a, b), (left, right) = (inner[0].start, inner[0].stop), (inner[1].start, inner[1].stop)
     fh, fw = acc.shape[1:]
-    for name, (y0, y1, x0, x1) in (("partial_rows", (0, a, 0, fw)),
-                                   ("partial_rows", (b, fh, 0, fw)),
-                                   ("partial_cols", (a, b, 0, left)),
-                                   ("partial_cols", (a, b, right, fw))):
-        if y1 > y0 and x1 > x0:
-            store.array(name, "r+")[:, r * fy + y0 : r * fy + y1, c * fx + x0 : c * fx + x1] \
-                = acc[:, y0:y1, x0:x1]
+    for name, pieces in (("partial_rows", ((0, a, 0, fw), (b, fh, 0, fw))),
+                         ("partial_cols", ((a, b, 0, left), (a, b, right, fw)))):
+        pieces = [(y0, y1, x0, x1) for y0, y1, x0, x1 in pieces if y1 > y0 and x1 > x0]
+        partial = store.array(name, "r+") if pieces else None
+        for y0, y1, x0, x1 in pieces:
+            partial[:, r * fy + y0 : r * fy + y1, c * fx + x0 : c * fx + x1] = \
+                acc[:, y0:y1, x0:x1]
 
 
 def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *deps) -> int:
@@ -197,7 +197,7 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
     attrs = store.attrs
     by, bx = plan.rows[r], plan.cols[c]
     iy, ix = interior(plan.rows, r), interior(plan.cols, c)
-    fy, fx = (int(v) for v in attrs["footprint"])
+    fy, fx = store.footprint(attrs)
     pixels = 0
     # the rows above the interior (full width), then the columns left of it: bands of
     # the blocks that reach them, stored by _write_bands in partial_rows and partial_cols
@@ -212,20 +212,28 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
                 ab[:, cy.dst, cx.dst] += partial[
                     :, cy.block * fy + cy.src.start : cy.block * fy + cy.src.stop,
                     cx.block * fx + cx.src.start : cx.block * fx + cx.src.stop]
-        _put_chroma(store, attrs, (ys, xs), _finish(ab, plan, blend, ys, xs))
+        _put_blended(store, attrs, (ys, xs), _finish(ab, plan, blend, ys, xs))
         pixels += ab.shape[1] * ab.shape[2]
     store.mark_done("reduce", r, c)
     return pixels
 
 
-def _put_chroma(store: WorkStore, attrs: dict, region: tuple[slice, slice], ab: np.ndarray,
-                gray: np.ndarray | None = None) -> None:
-    """Store finished chroma of ``region``: at reduced scale as ``ab_small`` (upsampled by
-    :func:`compose_chunk`), as ``ab`` (tests, eval), or composed with the original L
-    (``gray``, read from the store when not given) into ``rgb``."""
+def _put_blended(store: WorkStore, attrs: dict, region: tuple[slice, slice], ab: np.ndarray,
+                 gray: np.ndarray | None = None) -> None:
+    """Store blended chroma of ``region`` on the generator's grid: as ``ab_small`` when it
+    is the reduced one (upsampled later by :func:`compose_chunk`), else as the output."""
     if int(attrs.get("render_factor", 1)) > 1:
         store.array("ab_small", "r+")[region] = ab
-    elif attrs["output"] == "ab":
+    else:
+        _put_chroma(store, attrs["output"], region, ab, gray)
+
+
+def _put_chroma(store: WorkStore, output: str, region: tuple[slice, slice], ab: np.ndarray,
+                gray: np.ndarray | None = None) -> None:
+    """Store full-resolution chroma of ``region``: as ``ab`` (``output`` "ab": tests, eval)
+    or composed with the original L (``gray``, read from the store when not given) into
+    ``rgb``."""
+    if output == "ab":
         store.array("ab", "r+")[region] = ab
     else:
         out = store.array("rgb", "r+")
@@ -243,8 +251,8 @@ def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: 
     src = store.array("ab_small")[ylo:yhi, xlo:xhi]
     ab = upsample_bilinear(src, (ylo, xlo), k, (by.start, by.stop), (bx.start, bx.stop),
                            (small.height, small.width))
-    attrs = {**store.attrs, "render_factor": 1}  # full resolution from here on
-    _put_chroma(store, attrs, (slice(by.start, by.stop), slice(bx.start, bx.stop)), ab)
+    _put_chroma(store, store.attrs["output"],
+                (slice(by.start, by.stop), slice(bx.start, bx.stop)), ab)
     store.mark_done("compose", r, c)
     return int(ab.shape[0] * ab.shape[1])
 

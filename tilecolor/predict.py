@@ -118,10 +118,15 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
                               multiple)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def default_threads(workers: int) -> int:
     """torch threads per worker: the machine's cores shared evenly by the worker processes."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, workers))
+    return max(1, available_cores() // max(1, workers))
 
 
 def default_batch_size(device: str, requested: int | None = None) -> int:

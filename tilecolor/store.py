@@ -135,9 +135,10 @@ class WorkStore:
     def attrs(self) -> dict[str, Any]:
         return dict(zarr.open_group(str(self.path), mode="r").attrs)
 
-    def footprint(self) -> tuple[int, int]:
-        """(Fy, Fx): where block (r, c)'s partial sums start, in units of r and c."""
-        fy, fx = self.attrs["footprint"]
+    def footprint(self, attrs: dict[str, Any] | None = None) -> tuple[int, int]:
+        """(Fy, Fx): where block (r, c)'s partial sums start, in units of r and c (from
+        ``attrs`` when the caller has already read them)."""
+        fy, fx = (attrs or self.attrs)["footprint"]
         return int(fy), int(fx)
 
     def blocks_done(self, stage: str = "map") -> np.ndarray:

@@ -158,3 +158,73 @@ def test_scheduled_rerun_is_fast_and_logs_without_a_terminal(tmp_path, tiny_chec
     assert second.returncode == 0
     assert "0 colorized, 1 up to date, 0 failed" in second.stderr
     assert "dashboard" not in second.stderr  # no cluster was started (BENCHMARKS.md: 5 s)
+
+
+# ------------------------------------------------------------- ingest while the cluster starts
+
+def _tiff_job(tmp_path, name="img.tif", shape=(300, 200), data=None):
+    from tilecolor.pipeline import plan_batch
+
+    src = tmp_path / "in" / name
+    src.parent.mkdir(parents=True, exist_ok=True)
+    gray = smooth_image(*shape, dtype=np.uint16) if data is None else data
+    tifffile.imwrite(src, gray, tile=(32, 32), compression="zlib")
+    settings = Settings(tile=64, stride=32, block=64, batch_size=4)
+    jobs, known = plan_batch([src], tmp_path / "out", settings, "digest")
+    assert not known and len(jobs) == 1
+    return jobs[0], settings, gray
+
+
+def test_preingest_fills_the_store_like_ingest_tasks(tmp_path, client1):
+    """Left to finish, the driver's ingest copies every block and marks it done, so the
+    image's graph has no ingest task left; the generator tasks then read those blocks."""
+    from tilecolor.pipeline import Preingest
+
+    job, settings, gray = _tiff_job(tmp_path)
+    n = job.store.blocks_done("ingest").size
+    with Preingest([job], settings) as ahead:
+        deadline = time.monotonic() + 60
+        while not job.store.blocks_done("ingest").all() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ahead.stop() == n
+    np.testing.assert_array_equal(job.store.array("L")[:], gray)
+    graph = submit_image(client1, job.info, job.store, settings, lambda b: b[:, :1].repeat(2, 1))
+    assert graph.ingests == [] and len(graph.maps) == n
+    client1.gather(graph.futures)
+    assert job.store.blocks_done("reduce").all()
+
+
+def test_preingest_stops_between_blocks_and_leaves_no_half_block(tmp_path):
+    from tilecolor.pipeline import Preingest
+
+    job, settings, gray = _tiff_job(tmp_path, shape=(1280, 1280))  # 400 blocks
+    with Preingest([job], settings) as ahead:
+        time.sleep(0.05)
+    count = ahead.stop()  # idempotent
+    done = job.store.blocks_done("ingest")
+    assert int(done.sum()) == count < done.size
+    plan = settings.plan(*gray.shape)
+    L = job.store.array("L")[:]
+    for r, c in np.argwhere(done):
+        ys, xs = plan.rows[r], plan.cols[c]
+        np.testing.assert_array_equal(L[ys.start : ys.stop, xs.start : xs.stop],
+                                      gray[ys.start : ys.stop, xs.start : xs.stop])
+
+
+def test_preingest_leaves_a_bad_file_to_its_task(tmp_path):
+    """A TIFF that cannot be read just ends the driver's ingest of that image quietly (the
+    ingest task meets the same error and reports it as one line); the next image is still
+    ingested."""
+    from tilecolor.pipeline import Preingest
+
+    bad, settings, _ = _tiff_job(tmp_path / "a")
+    raw = bad.src.read_bytes()
+    bad.src.write_bytes(raw[: len(raw) // 2])  # tiles past the middle are cut off
+    good, _, gray = _tiff_job(tmp_path / "b")
+    with Preingest([bad, good], settings) as ahead:
+        deadline = time.monotonic() + 60
+        while not good.store.blocks_done("ingest").all() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert ahead.stop() >= good.store.blocks_done("ingest").size
+    assert not bad.store.blocks_done("ingest").all()
+    np.testing.assert_array_equal(good.store.array("L")[:], gray)

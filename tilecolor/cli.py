@@ -206,7 +206,13 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
         require_resource,
     )
     from tilecolor.engine import Settings
-    from tilecolor.pipeline import find_inputs, plan_batch, run_jobs, write_report
+    from tilecolor.pipeline import (
+        Preingest,
+        find_inputs,
+        plan_batch,
+        run_jobs,
+        write_report,
+    )
     from tilecolor.predict import default_batch_size, default_threads, make_predictor
     from tilecolor.safety import check_output_dir, input_folders
 
@@ -250,12 +256,16 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
                 cluster = replace(cluster, gpus=1)
             report_dir = Path(cfg.report) if cfg.report else out_dir / ".tilecolor" / "reports"
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            with connect(cluster, security=security) as client, preloaded(client, predict):
+            # the driver ingests the first blocks while the embedded cluster starts
+            with (Preingest(jobs, settings, enabled=cluster.kind == "local") as ahead,
+                  connect(cluster, security=security) as client,
+                  preloaded(client, predict)):
                 quiet_expected_errors(client)  # corrupt inputs: one line, no traceback
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
                 for resource in settings.resources or {}:
                     require_resource(client, resource, timeout=cluster.resource_timeout)
                 check_generator(client, predict, settings.resources)
+                log.debug("%d blocks ingested while the cluster started", ahead.stop())
                 report_dir.mkdir(parents=True, exist_ok=True)
                 from distributed import performance_report
 
@@ -290,12 +300,13 @@ def _check_disk(jobs, settings, out_dir: Path) -> None:
     """Print the disk estimate; OutputError (exit 1) before any work if it is not free."""
     import numpy as np
 
+    from tilecolor.pipeline import MAX_INFLIGHT
     from tilecolor.safety import check_disk, estimate_batch, estimate_image, human
 
     need = estimate_batch([estimate_image(j.info.height, j.info.width,
                                           np.dtype(j.info.dtype).itemsize, settings.tile,
                                           settings.stride, settings.block, j.fmt)
-                           for j in jobs], inflight=4)  # run_jobs' max_inflight
+                           for j in jobs], inflight=MAX_INFLIGHT)
     free = check_disk(out_dir, need)
     click.echo(f"disk: about {human(need.total)} needed (working stores {human(need.work)}, "
                f"outputs {human(need.output)}); {human(free)} free", err=True)

@@ -5,6 +5,7 @@ import pytest
 
 from tilecolor.color import (
     compose_rgb,
+    gray_to_input,
     gray_to_lightness,
     lab_to_rgb,
     lightness_to_input,
@@ -46,6 +47,19 @@ def test_lightness_of_gray_matches_lab_of_gray_rgb():
 def test_network_input_range():
     x = lightness_to_input(gray_to_lightness(np.array([0, 255], np.uint8)))
     np.testing.assert_allclose(x, [-1, 1], atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_gray_to_input_is_the_two_step_conversion(dtype):
+    """The engine's one-lookup conversion gives exactly the values of the two steps."""
+    top = 1.0 if dtype == np.float32 else np.iinfo(dtype).max
+    gray = (np.random.default_rng(3).random((37, 41)) * top).astype(dtype)
+    if dtype != np.float32:
+        gray.flat[:2] = [0, top]  # both ends of the table
+    want = lightness_to_input(gray_to_lightness(gray))
+    got = gray_to_input(gray)
+    assert got.dtype == np.float32 and got.shape == gray.shape
+    np.testing.assert_array_equal(got, want)
 
 
 def test_rgb_to_gray_keeps_lightness():

@@ -181,3 +181,18 @@ def _encode_table(dtype: np.dtype) -> tuple[np.ndarray, np.float32]:
 def lightness_to_input(lightness: np.ndarray) -> np.ndarray:
     """L* in [0, 100] -> network input in [-1, 1]."""
     return (np.asarray(lightness, dtype=np.float32) / L_SCALE - 1.0).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _input_lut(maxval: int) -> np.ndarray:
+    return lightness_to_input(_lightness_lut(maxval))
+
+
+def gray_to_input(gray: np.ndarray) -> np.ndarray:
+    """Gray pixel values -> network input, the same values as
+    ``lightness_to_input(gray_to_lightness(gray))``; for uint8/uint16 one table lookup
+    instead of three passes over float32 copies of the block."""
+    gray = np.asarray(gray)
+    if gray.dtype == np.uint8 or gray.dtype == np.uint16:
+        return np.take(_input_lut(int(np.iinfo(gray.dtype).max)), gray)
+    return lightness_to_input(gray_to_lightness(gray))

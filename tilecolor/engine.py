@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from tilecolor.blending import Blend, axis_weight_sum, axis_windows
-from tilecolor.color import AB_SCALE, compose_rgb, gray_to_lightness, lightness_to_input
+from tilecolor.color import (
+    AB_SCALE,
+    compose_rgb,
+    gray_to_input,
+    gray_to_lightness,
+    lightness_to_input,
+)
 from tilecolor.errors import ConfigError
 from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
 from tilecolor.resample import downsample_mean, reduced_length, source_span, upsample_bilinear
@@ -127,11 +133,10 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     footprint = (slice(by.start, by.fp_stop), slice(bx.start, bx.fp_stop))
     gray = None
     if int(attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
-        lightness = store.array("Ls")[footprint]
+        net_in = lightness_to_input(store.array("Ls")[footprint])
     else:
         gray = store.array("L")[footprint]
-        lightness = gray_to_lightness(gray)
-    net_in = lightness_to_input(lightness)
+        net_in = gray_to_input(gray)
     # (fh, fw); an axis shorter than a tile is reflect-padded up to it (only whole-image axes)
     pad = ((0, max(0, plan.tile - net_in.shape[0])), (0, max(0, plan.tile - net_in.shape[1])))
     if pad[0][1] or pad[1][1]:
@@ -169,7 +174,10 @@ def _finish(sums: np.ndarray, plan: Plan, blend: Blend, ys: slice, xs: slice) ->
     a view of ``sums`` (scaled in place, in float32: a float64 pass cost 60 ms a block)."""
     wy = _weight_sum(plan.height, plan.tile, plan.stride, blend)[ys]
     wx = _weight_sum(plan.width, plan.tile, plan.stride, blend)[xs]
-    sums *= np.outer((AB_SCALE / wy).astype(np.float32), (1.0 / wx).astype(np.float32))
+    # two broadcast passes, not an (h, w) outer product: that was a fresh 16 MB array per
+    # block, page-faulted in each time (0.19 s of 0.29 s for 16 blocks of 2048^2)
+    sums *= (AB_SCALE / wy).astype(np.float32)[:, None]
+    sums *= (1.0 / wx).astype(np.float32)
     return np.moveaxis(sums, 0, -1)
 
 

@@ -28,7 +28,6 @@ ZARR_CHUNK = 512  #: y and x chunk side of OME-Zarr outputs (one channel per chu
 #: and 20-30 % smaller on photos (numbers in the README); predictor 2 is baseline libtiff
 TIFF_CODEC = {"compression": "zlib", "compressionargs": {"level": 1}, "predictor": True,
               "maxworkers": 2}
-_SCRATCH_COLS = 8192  #: column chunk of the temporary levels (blosc chunks stay < 2 GiB)
 
 Sink = Callable[[int, int, np.ndarray], None]
 
@@ -132,9 +131,9 @@ def write_tiff(rgb, path: Path, scratch: Path | None = None, *, name: str | None
     ----------
     rgb : (H, W, 3) uint8 or uint16 array-like, read in strips of ``OUTPUT_TILE`` rows.
     path : the file to write.
-    scratch : folder for the temporary reduced levels (zarr arrays, written while level 0
-        streams, read back level by level); default a hidden folder beside ``path``.
-        Removed when done.
+    scratch : folder for the reduced levels' encoded tiles (:class:`_EncodedLevels`,
+        written while level 0 streams); default a hidden folder beside ``path``. Removed
+        when done.
     name : the final file name (``path`` may be a temporary one); seeds the OME UUID.
     """
     import tifffile
@@ -144,24 +143,79 @@ def write_tiff(rgb, path: Path, scratch: Path | None = None, *, name: str | None
     if scratch is None and len(shapes) > 1:
         scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name[:64]}.",
                                         suffix=".levels"))
+    levels = None
     try:
-        levels = _scratch_levels(scratch, shapes[1:], dtype) if len(shapes) > 1 else []
-        pyramid = StripPyramid(shapes, OUTPUT_TILE, _array_sink([None, *levels]))
+        levels = _EncodedLevels(scratch, shapes, dtype) if len(shapes) > 1 else None
+        pyramid = StripPyramid(shapes, OUTPUT_TILE, levels.sink if levels else _ignore)
         padded = sum(-(-h // OUTPUT_TILE) * -(-w // OUTPUT_TILE) for h, w in shapes)
         big = padded * OUTPUT_TILE**2 * 3 * dtype.itemsize > 2**31
         # OME-XML is what makes Bio-Formats (QuPath, Fiji) take the SubIFDs for a pyramid
         with tifffile.TiffWriter(path, bigtiff=big, ome=True) as tif:
             for k, (h, w) in enumerate(shapes):
-                source = _pushed(rgb, pyramid) if k == 0 else strips(levels[k - 1], OUTPUT_TILE)
-                tif.write(tiles(source, OUTPUT_TILE), shape=(h, w, 3), dtype=dtype,
+                source = tiles(_pushed(rgb, pyramid), OUTPUT_TILE) if k == 0 else \
+                    levels.encoded(k)
+                tif.write(source, shape=(h, w, 3), dtype=dtype,
                           tile=(OUTPUT_TILE, OUTPUT_TILE), photometric="rgb",
                           metadata=None if k else {"UUID": _stable_uuid(rgb, name or path.name)},
                           subifds=(len(shapes) - 1 if k == 0 else None),
                           subfiletype=(1 if k else 0),
                           buffersize=OUTPUT_TILE * w * 3 * dtype.itemsize, **TIFF_CODEC)
     finally:
+        if levels is not None:
+            levels.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _ignore(level: int, y: int, strip: np.ndarray) -> None:
+    pass
+
+
+class _EncodedLevels:
+    """The reduced levels of a TIFF, encoded while level 0 streams.
+
+    Each strip a level receives (one row of tiles) is cut into tiles, which are encoded
+    as tifffile encodes them (zero-padded to the tile, horizontal differencing, deflate at
+    ``TIFF_CODEC``'s level) and appended to one scratch file per level; the level is then
+    written from those bytes (tifffile copies encoded tiles as they are). Before, the levels
+    were staged raw and all compressed after level 0, a tail in which the workers had
+    nothing left to do (0.5 s at 67 MP, ~8 s at 1 GP on 2 cores); staged encoded they are
+    also ~3x smaller on disk. Tests check the written levels pixel for pixel.
+    """
+
+    def __init__(self, scratch: Path, shapes: list[tuple[int, int]], dtype: np.dtype) -> None:
+        import tifffile
+
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.dtype = dtype
+        self.files = {k: open(scratch / f"level{k}.bin", "w+b") for k in range(1, len(shapes))}
+        self.sizes: dict[int, list[int]] = {k: [] for k in self.files}
+        predict = tifffile.TIFF.PREDICTORS[2 if TIFF_CODEC["predictor"] else 1]
+        compress = tifffile.TIFF.COMPRESSORS[tifffile.COMPRESSION.ADOBE_DEFLATE]
+        level = TIFF_CODEC["compressionargs"]["level"]
+        self._encode = lambda tile: compress(predict(tile, axis=-2), level=level)
+
+    def sink(self, level: int, y: int, strip: np.ndarray) -> None:
+        if level == 0:
+            return
+        f, sizes, t = self.files[level], self.sizes[level], OUTPUT_TILE
+        for x in range(0, strip.shape[1], t):
+            tile = strip[:, x : x + t]
+            if tile.shape[:2] != (t, t):
+                tile = np.pad(tile, ((0, t - tile.shape[0]), (0, t - tile.shape[1]), (0, 0)))
+            data = self._encode(np.ascontiguousarray(tile, dtype=self.dtype))
+            sizes.append(len(data))
+            f.write(data)
+
+    def encoded(self, level: int) -> Iterator[bytes]:
+        f = self.files[level]
+        f.seek(0)
+        for size in self.sizes[level]:
+            yield f.read(size)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
 
 
 def _stable_uuid(rgb, name: str) -> str:
@@ -179,28 +233,6 @@ def _pushed(rgb, pyramid: StripPyramid) -> Iterator[np.ndarray]:
     for strip in strips(rgb, pyramid.rows):
         pyramid.push(0, strip)
         yield strip
-
-
-def _scratch_levels(scratch: Path, shapes: list[tuple[int, int]], dtype: np.dtype) -> list:
-    import zarr
-    from zarr.codecs import BloscCodec
-
-    from tilecolor.store import WRITE_ALL
-
-    group = zarr.open_group(str(scratch), mode="w")
-    codec = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
-    return [group.create_array(str(k), shape=(h, w, 3), dtype=dtype, fill_value=0,
-                               chunks=(OUTPUT_TILE, min(w, _SCRATCH_COLS), 3),
-                               compressors=codec).with_config(WRITE_ALL)
-            for k, (h, w) in enumerate(shapes, start=1)]
-
-
-def _array_sink(arrays: list) -> Sink:
-    """Writes level k's strips into ``arrays[k]`` ((h, w, 3); None: not stored)."""
-    def sink(level: int, y: int, strip: np.ndarray) -> None:
-        if arrays[level] is not None:
-            arrays[level][y : y + strip.shape[0]] = strip
-    return sink
 
 
 # ---------------------------------------------------------------- OME-Zarr

@@ -229,6 +229,12 @@ class Preingest:
         return self.blocks
 
     def _run(self, jobs: list[Job], settings: Settings) -> None:
+        try:
+            self._ingest(jobs, settings)
+        finally:  # the driver lives as long as the run: hand the blocks' buffers back
+            _trim_heap()
+
+    def _ingest(self, jobs: list[Job], settings: Settings) -> None:
         import numpy as np
 
         for job in jobs:
@@ -241,6 +247,19 @@ class Preingest:
                     self.blocks += 1
             except Exception as e:  # noqa: BLE001 - the ingest task reports it
                 log.debug("%s: not ingested ahead (%s)", job.src, one_line(str(e)))
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc's malloc_trim; a no-op elsewhere). A
+    thread's malloc arena keeps what it freed: after ingesting four 4096^2 blocks the
+    driver held ~40 MB more, for the rest of the run, until trimmed."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,

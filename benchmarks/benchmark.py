@@ -10,7 +10,11 @@ throughput  one 4096x4096 input, stride 256, one generator: the bare generator o
             cluster start, ingest, blend, TIFF write included; and the in-cluster time from
             its JSON report), and MONAI's sliding_window_inference with the same generator,
             overlap 0 and constant blend (run in a separate venv: MONAI is a peer, not a
-            dependency; --monai-python points at it).
+            dependency; --monai-python points at it). Rounds are interleaved with the
+            order rotated; each row is reported at its best round and, per round, against
+            that round's faster bare row (median over rounds), since the shared machine's
+            speed drifts from minute to minute. --defaults-only keeps the split bare row,
+            tilecolor's default workers and MONAI (for large --side).
 quality     per stride (256..32) and blend: compute cost (generator input pixels per image
             pixel), ab RMSE against whole-image inference, and the seam score (below).
 memory      peak RSS of the whole process tree (driver + nanny + workers) of `tilecolor run`
@@ -48,6 +52,7 @@ def gray_from_photo(name: str, width: int, height: int) -> np.ndarray:
 
     from tilecolor.color import rgb_to_gray
 
+    Image.MAX_IMAGE_PIXELS = None  # our own photos, resized past Pillow's bomb limit on purpose
     with Image.open(PHOTOS / name) as im:
         scale = max(width / im.width, height / im.height)
         im = im.convert("RGB").resize((round(im.width * scale), round(im.height * scale)),
@@ -229,24 +234,37 @@ def throughput(args) -> None:
                 "like tilecolor's whole command)": process}
 
     # every method once per round, rounds interleaved, so a slow spell of the (shared)
-    # machine hits all of them; each row reports its fastest round
-    runs: dict[str, list[float]] = {}
-    for _ in range(args.repeat):
-        for measure in (bare, *([bare_split] if threads > 1 else []), lambda: tilecolor(1),
-                        *([lambda: tilecolor(threads)] if threads > 1 else []),
-                        *([monai] if args.monai_python else [])):
-            for name, sec in measure().items():
-                runs.setdefault(name, []).append(sec)
+    # machine hits all of them, and the order rotated from round to round, so no method
+    # always runs at the same point of a round; each row reports its fastest round
+    split = threads > 1
+    measures = [*([bare] if not (args.defaults_only and split) else []),
+                *([bare_split] if split else []),
+                *([lambda: tilecolor(1)] if not (args.defaults_only and split) else []),
+                *([lambda: tilecolor(threads)] if split else []),
+                *([monai] if args.monai_python else [])]
+    results: list[dict[str, list[float]]] = [{} for _ in range(len(measures))]
+    for k in range(args.repeat):
+        for i in [*range(k % len(measures), len(measures)), *range(k % len(measures))]:
+            for name, sec in measures[i]().items():
+                results[i].setdefault(name, []).append(sec)
+    runs = {name: secs for r in results for name, secs in r.items()}  # in table order
     # the ceiling is the faster way of running the bare generator on this machine
-    ceiling = min(min(secs) for name, secs in runs.items() if name.startswith("bare"))
+    bare_rows = [secs for name, secs in runs.items() if name.startswith("bare")]
+    ceiling = min(min(secs) for secs in bare_rows)
+    # the machine's speed drifts from minute to minute: each row also against the faster
+    # bare row of its own round, the median over rounds
+    round_ceiling = [min(secs[k] for secs in bare_rows) for k in range(args.repeat)]
     print(f"\n### Throughput: {side}x{side} input, stride {args.stride}, tile {tile}, "
           f"{n_tiles} tiles, batch {args.batch_size}, best of {args.repeat}\n")
-    print("| what | seconds (best) | all rounds | MP/s | vs the faster bare row |\n"
-          "|---|---:|---|---:|---:|")
+    print("| what | seconds (best) | all rounds | MP/s | best vs the faster bare row | "
+          "per round vs that round's faster bare row (median) |\n|---|---:|---|---:|---:|---|")
     for name, secs in runs.items():
         best = min(secs)
+        per_round = [c / t for c, t in zip(round_ceiling, secs, strict=True)]
         print(f"| {name} | {best:.1f} | {' / '.join(f'{t:.1f}' for t in secs)} | "
-              f"{mp / best:.3f} | {ceiling / best:.2f}x |")
+              f"{mp / best:.3f} | {ceiling / best:.2f}x | "
+              f"{' / '.join(f'{r:.2f}' for r in per_round)} "
+              f"(**{float(np.median(per_round)):.2f}x**) |")
 
 
 # --------------------------------------------------------------------------------- quality
@@ -410,6 +428,9 @@ def main() -> None:
     t.add_argument("--stride", type=int, default=256)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--monai-python", help="python of a venv with monai installed")
+    t.add_argument("--defaults-only", action="store_true",
+                   help="on several cores, only the split bare generator and tilecolor's "
+                        "default workers (1 per core) beside MONAI: for large sides")
     t.add_argument("--repeat", type=int, default=3,
                    help="rounds; every method runs once per round, the best is reported")
     q = sub.add_parser("quality")

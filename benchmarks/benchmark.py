@@ -31,8 +31,10 @@ inference), so image content cancels: 1.0 means the tile edges add no chroma gra
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,6 +137,7 @@ def throughput(args) -> None:
 
     side, tile = args.side, 256
     work = Path(tempfile.mkdtemp(prefix="tc-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # inputs and outputs: up to GBs per run
     gray = gray_from_photo(VAL[0], side, side)
     (work / "in").mkdir()
     tifffile.imwrite(work / "in" / "img.tif", gray, tile=(256, 256), compression="zlib")
@@ -310,6 +313,7 @@ def quality(args) -> None:
 
     h, w, tile = args.height, args.width, 256
     work = Path(tempfile.mkdtemp(prefix="tc-quality-"))
+    atexit.register(shutil.rmtree, work, True)
     threads = len(os.sched_getaffinity(0))
     predict = make_predictor(args.checkpoint, threads=threads)
     images = []
@@ -414,8 +418,6 @@ def memory(args) -> None:
                       f"{peak / 2**30:.2f} GiB |")
         print(f"\nLargest difference between the block sizes: {diff} (8-bit levels)")
         if not args.keep:
-            import shutil
-
             shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from conftest import smooth_image
 from PIL import Image
 
+from tilecolor import outputs
 from tilecolor.cli import main
 from tilecolor.config import RunConfig
 from tilecolor.engine import Settings, write_output
 from tilecolor.io import output_path, write_image
-from tilecolor import outputs
 from tilecolor.outputs import OUTPUT_TILE, ZARR_CHUNK, StripPyramid, downsample, pyramid_shapes
 from tilecolor.pipeline import WORK_DIR, fingerprint, plan_batch
 from tilecolor.store import WorkStore

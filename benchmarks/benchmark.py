@@ -10,11 +10,12 @@ throughput  one 4096x4096 input, stride 256, one generator: the bare generator o
             cluster start, ingest, blend, TIFF write included; and the in-cluster time from
             its JSON report), and MONAI's sliding_window_inference with the same generator,
             overlap 0 and constant blend (run in a separate venv: MONAI is a peer, not a
-            dependency; --monai-python points at it). Rounds are interleaved with the
-            order rotated; each row is reported at its best round and, per round, against
-            that round's faster bare row (median over rounds), since the shared machine's
-            speed drifts from minute to minute. --defaults-only keeps the split bare row,
-            tilecolor's default workers and MONAI (for large --side).
+            dependency; --monai-python points at it). The bare generator and MONAI run
+            with tilecolor's worker malloc settings (cluster.WORKER_MALLOC). Rounds are
+            interleaved with the order rotated; each row is reported at its best round and,
+            per round, against that round's faster bare row (median over rounds), since the
+            shared machine's speed drifts from minute to minute. --defaults-only keeps the
+            split bare row, tilecolor's default workers and MONAI (for large --side).
 quality     per stride (256..32) and blend: compute cost (generator input pixels per image
             pixel), ab RMSE against whole-image inference, and the seam score (below).
 memory      peak RSS of the whole process tree (driver + nanny + workers) of `tilecolor run`
@@ -133,6 +134,7 @@ BARE_SPLIT = "bare generator, same tiles, {n} processes x 1 thread"
 def throughput(args) -> None:
     import tifffile
 
+    from tilecolor.cluster import WORKER_MALLOC
     from tilecolor.tiling import tile_origins
 
     side, tile = args.side, 256
@@ -167,16 +169,21 @@ def throughput(args) -> None:
         "for k in range(0,len(t),b): p(t[k:k+b])\n"
         "print(time.perf_counter()-t0)\n")
 
+    # the peers' processes run with the malloc settings of tilecolor's workers too (without
+    # them a bare generator spent ~13 % more CPU page-faulting its activations)
+    tuned = {**WORKER_MALLOC, **os.environ}
+
     def bare() -> dict[str, float]:
         res = subprocess.run([sys.executable, "-c", bare_script, str(threads), "0", "1"],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, env=tuned)
         return {BARE: float(res.stdout.strip().splitlines()[-1])}
 
     def bare_split() -> dict[str, float]:
         """One process per core, one torch thread each, the tiles dealt out between them
         (how tilecolor's 1-thread workers run the generator); the slowest one's time."""
         procs = [subprocess.Popen([sys.executable, "-c", bare_script, "1", str(k),
-                                   str(threads)], stdout=subprocess.PIPE, text=True)
+                                   str(threads)], stdout=subprocess.PIPE, text=True,
+                                  env=tuned)
                  for k in range(threads)]
         times = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         if any(p.returncode for p in procs):
@@ -224,7 +231,7 @@ def throughput(args) -> None:
         "print(t2-t1, time.perf_counter()-t0)\n")
 
     def monai() -> dict[str, float]:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**tuned, "PYTHONPATH": str(REPO)}
         t0 = time.perf_counter()
         res = subprocess.run([args.monai_python, "-c", script], capture_output=True,
                              text=True, env=env, check=True)

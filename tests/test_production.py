@@ -228,3 +228,39 @@ def test_preingest_leaves_a_bad_file_to_its_task(tmp_path):
     assert ahead.stop() >= good.store.blocks_done("ingest").size
     assert not bad.store.blocks_done("ingest").all()
     np.testing.assert_array_equal(good.store.array("L")[:], gray)
+
+
+def _refault_count() -> int:
+    """Minor page faults of this thread while a 48 MiB torch buffer (the size of a batch's
+    larger activations) is freed and allocated again, 5 times."""
+    import resource
+
+    import torch
+
+    torch.ones(12 << 20).sum()
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(5):
+        torch.ones(12 << 20).sum()
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc malloc")
+def test_embedded_workers_reuse_freed_buffers_without_page_faults():
+    """The embedded cluster's workers keep freed memory (cluster.WORKER_MALLOC): a freed
+    buffer is not page-faulted in afresh by the next batch, as it is with glibc's defaults."""
+    from tilecolor.cluster import WORKER_MALLOC, connect
+    from tilecolor.config import ClusterConfig
+
+    before = {k: os.environ.get(k) for k in WORKER_MALLOC}
+    default_env = {k: v for k, v in os.environ.items() if k not in WORKER_MALLOC}
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from test_production import _refault_count; print(_refault_count())")
+    plain = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)],
+                           env=default_env, capture_output=True, text=True, check=True)
+    assert int(plain.stdout) > 10_000  # glibc's defaults: thousands per buffer
+    with connect(ClusterConfig(workers=1, dashboard_address="127.0.0.1:0")) as client:
+        assert client.submit(_refault_count, pure=False).result() < 1_000
+        env = client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC})
+        assert list(env.values()) == [WORKER_MALLOC], env
+    assert {k: os.environ.get(k) for k in WORKER_MALLOC} == before  # the driver's own: as was

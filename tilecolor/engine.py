@@ -142,6 +142,9 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     if pad[0][1] or pad[1][1]:
         net_in = np.pad(net_in, pad, mode="reflect")
     acc = np.zeros((2, *net_in.shape), dtype=np.float32)  # (2, fh, fw) sum(w * ab)
+    # tiles whose window is 1 everywhere (uniform blend; cosine where tiles do not overlap)
+    # skip the multiplication: a pass over every predicted value, the result unchanged
+    flat_y, flat_x = (wy == 1).all(axis=1), (wx == 1).all(axis=1)
     t, gen = plan.tile, 0.0
     coords = [(int(y) - by.start, int(x) - bx.start, i, j)
               for i, y in enumerate(oy) for j, x in enumerate(ox)]
@@ -155,7 +158,8 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
             raise ValueError(f"predict returned shape {pred.shape}, expected "
                              f"{(len(chunk), 2, t, t)}")
         for (y, x, i, j), p in zip(chunk, pred, strict=True):
-            p *= wy[i][:, None] * wx[j][None, :]
+            if not (flat_y[i] and flat_x[j]):
+                p *= wy[i][:, None] * wx[j][None, :]
             acc[:, y : y + t, x : x + t] += p
     acc = acc[:, : by.fp_len, : bx.fp_len]
     iy, ix = interior(plan.rows, r), interior(plan.cols, c)

@@ -10,12 +10,14 @@ bounded on folders of thousands of files. A failed image is reported; the others
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import itertools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -229,6 +231,7 @@ class Preingest:
         return self.blocks
 
     def _run(self, jobs: list[Job], settings: Settings) -> None:
+        _lowest_priority()
         try:
             self._ingest(jobs, settings)
         finally:  # the driver lives as long as the run: hand the blocks' buffers back
@@ -247,6 +250,15 @@ class Preingest:
                     self.blocks += 1
             except Exception as e:  # noqa: BLE001 - the ingest task reports it
                 log.debug("%s: not ingested ahead (%s)", job.src, one_line(str(e)))
+
+
+def _lowest_priority() -> None:
+    """Give the calling thread the lowest CPU priority (nice 19; Linux only, where nice is
+    per thread). Work done ahead runs on what the critical path leaves idle: the
+    forkserver's imports, which the first generator tile waits for, get the cores first."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _trim_heap() -> None:

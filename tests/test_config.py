@@ -111,6 +111,11 @@ def test_slurm_gpu_spec_renders_gres_and_gpu_resource():
     assert "#SBATCH --gres=gpu:1" in script
     assert "--resources GPU=1" in script
     assert "#SBATCH -t 04:00:00" in script and "#SBATCH -p gpu" in script
+    # the workers keep freed memory like the embedded cluster's (cluster.WORKER_MALLOC)
+    from tilecolor.cluster import WORKER_MALLOC
+    lines = script.splitlines()
+    worker = next(i for i, line in enumerate(lines) if "--resources GPU=1" in line)
+    assert all(lines.index(f"export {k}={v}") < worker for k, v in WORKER_MALLOC.items())
 
 
 def test_sbatch_driver_runs_the_gpu_spec():

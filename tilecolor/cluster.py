@@ -35,8 +35,11 @@ def jobqueue_cluster(cfg: ClusterConfig):
         if cfg.kind == "slurm" and not any(x.startswith("--gres") for x in extra):
             extra.append(f"--gres=gpu:{cfg.gpus}")
         worker_args += ["--resources", "GPU=1"]
+    # the workers keep freed memory like the embedded cluster's (WORKER_MALLOC)
+    prologue = [f"export {k}={v}" for k, v in WORKER_MALLOC.items()]
     kwargs = dict(cores=cfg.cores, processes=1, memory=cfg.memory, walltime=cfg.walltime,
                   queue=cfg.queue, account=cfg.account, job_extra_directives=extra,
+                  job_script_prologue=prologue,
                   worker_extra_args=worker_args, python=sys.executable,
                   scheduler_options={"host": cfg.host,
                                      "dashboard_address": cfg.dashboard_address})

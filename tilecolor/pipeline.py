@@ -268,10 +268,8 @@ def _trim_heap() -> None:
     import ctypes
     import ctypes.util
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,

@@ -36,6 +36,22 @@ def test_gray_with_zero_chroma_comes_back_exactly(dtype):
         np.testing.assert_array_equal(rgb[..., ch], gray)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_integer_fast_path_matches_the_float_reference_within_one_level(dtype):
+    """compose_rgb's table-driven integer path against Lab -> sRGB in float (the path a
+    float gray takes), over every gray level, dark ones (the companding's linear segment)
+    and chroma far out of gamut (clipped) included."""
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(7)
+    gray = np.repeat(np.linspace(0, top, 4096).round().astype(dtype)[None], 64, axis=0)
+    ab = (rng.standard_normal((*gray.shape, 2)) * 60).astype(np.float32)
+    fast = compose_rgb(gray, ab, dtype)
+    reference = compose_rgb(gray.astype(np.float64) / top, ab, np.float64)
+    diff = np.abs(fast.astype(np.int64) - np.rint(reference * top).astype(np.int64))
+    assert diff.max() <= 1
+    assert (diff > 0).mean() < 0.01
+
+
 def test_lightness_of_gray_matches_lab_of_gray_rgb():
     gray = np.arange(256, dtype=np.uint8)
     rgb = np.repeat((gray / 255.0).astype(np.float32)[:, None], 3, axis=1)

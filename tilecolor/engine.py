@@ -129,7 +129,8 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     wx = _windows(plan.width, plan.tile, plan.stride, blend)[bx.first : bx.last]
     if len(oy) == 0 or len(ox) == 0:  # a last block can own no tile: the one before covers it
         store.mark_done("map", r, c)
-        return {"tiles": 0, "seconds": time.perf_counter() - t0, "generator_seconds": 0.0}
+        return {"tiles": 0, "seconds": time.perf_counter() - t0, "generator_seconds": 0.0,
+                "generator_cpu_seconds": 0.0}
     footprint = (slice(by.start, by.fp_stop), slice(bx.start, bx.fp_stop))
     gray = None
     if int(attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
@@ -145,15 +146,16 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     # tiles whose window is 1 everywhere (uniform blend; cosine where tiles do not overlap)
     # skip the multiplication: a pass over every predicted value, the result unchanged
     flat_y, flat_x = (wy == 1).all(axis=1), (wx == 1).all(axis=1)
-    t, gen = plan.tile, 0.0
+    t, gen, gen_cpu = plan.tile, 0.0, 0.0
     coords = [(int(y) - by.start, int(x) - bx.start, i, j)
               for i, y in enumerate(oy) for j, x in enumerate(ox)]
     for k in range(0, len(coords), batch_size):
         chunk = coords[k : k + batch_size]
         batch = np.stack([net_in[y : y + t, x : x + t] for y, x, _, _ in chunk])[:, None]
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         pred = np.require(predict(batch), np.float32, "W")  # (n, 2, t, t) ab / 110
         gen += time.perf_counter() - t1
+        gen_cpu += time.thread_time() - c1
         if pred.shape != (len(chunk), 2, t, t):
             raise ValueError(f"predict returned shape {pred.shape}, expected "
                              f"{(len(chunk), 2, t, t)}")
@@ -170,7 +172,8 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
         _put_blended(store, attrs, (iy, ix), ab, None if gray is None else gray[inner])
     _write_bands(store, attrs, acc, r, c, inner)
     store.mark_done("map", r, c)
-    return {"tiles": len(coords), "seconds": time.perf_counter() - t0, "generator_seconds": gen}
+    return {"tiles": len(coords), "seconds": time.perf_counter() - t0, "generator_seconds": gen,
+            "generator_cpu_seconds": gen_cpu}
 
 
 def _finish(sums: np.ndarray, plan: Plan, blend: Blend, ys: slice, xs: slice) -> np.ndarray:

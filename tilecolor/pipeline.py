@@ -52,6 +52,10 @@ class ImageResult:
     seconds: float = 0.0
     #: time the map tasks spent inside the generator (summed over workers)
     generator_seconds: float = 0.0
+    #: CPU time of the task threads inside the generator (summed over workers): on CPU with
+    #: one torch thread per worker, comparable with a bare loop's process time over the
+    #: same tiles (BENCHMARKS.md); on CUDA only the host side
+    generator_cpu_seconds: float = 0.0
 
     @property
     def megapixels_per_second(self) -> float:
@@ -115,6 +119,7 @@ class Job:
     t0: float = field(default_factory=time.perf_counter)
     graph: object = None
     generator_seconds: float = 0.0
+    generator_cpu_seconds: float = 0.0
 
 
 def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
@@ -305,7 +310,9 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
         bar.update()
         owner = maps.pop(future.key, None)
         if owner is not None and future.status == "finished":
-            owner.generator_seconds += future.result()["generator_seconds"]
+            stats = future.result()
+            owner.generator_seconds += stats["generator_seconds"]
+            owner.generator_cpu_seconds += stats["generator_cpu_seconds"]
         job = finals.pop(future, None)
         if job is None:
             continue
@@ -320,7 +327,8 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
 def _finish(job: Job, future) -> ImageResult:
     base = dict(height=job.info.height, width=job.info.width, tiles=job.tiles,
                 blocks_computed=len(job.graph.maps), seconds=time.perf_counter() - job.t0,
-                generator_seconds=round(job.generator_seconds, 3))
+                generator_seconds=round(job.generator_seconds, 3),
+                generator_cpu_seconds=round(job.generator_cpu_seconds, 3))
     if future.status == "finished":
         tmp = job.manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps({"fingerprint": job.fingerprint,

@@ -138,7 +138,7 @@ def compose_rgb(gray: np.ndarray, ab: np.ndarray, dtype: np.dtype) -> np.ndarray
 
 def _compose_strip(gray: np.ndarray, ab: np.ndarray, out: np.ndarray) -> None:
     fy_lut, y_lut = _gray_tables(int(np.iinfo(gray.dtype).max))
-    encode, coef = _encode_table(out.dtype), _rgb_coefficients(np.dtype(out.dtype))
+    encode, coef = _encode_table(out.dtype), _rgb_coefficients(out.dtype)
     fy = np.take(fy_lut, gray)
     xyz = (_finv32(fy + ab[..., 0] * np.float32(1 / 500)), np.take(y_lut, gray),
            _finv32(fy - ab[..., 1] * np.float32(1 / 200)))

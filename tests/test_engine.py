@@ -3,6 +3,7 @@ applied to the whole image exactly, whatever the image size, tile, stride, block
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -281,3 +282,15 @@ def test_failed_chunk_task_fails_the_streaming_writer(client1, tmp_path):
     assert _variables(client1) == []
     assert not (tmp_path / "out.tif").exists()
     assert not list(tmp_path.glob("*.part")) and not list(store.path.glob("*.part"))
+
+
+def test_store_removal_deletes_every_file(tmp_path):
+    # more files than the threaded unlink's threshold, in nested chunk folders
+    settings = Settings(tile=64, stride=64, block=64)
+    store = WorkStore.create(tmp_path / "w.zarr", settings.plan(640, 640), "uint8")
+    rgb = store.array("rgb", "r+")
+    rgb[:] = np.full((640, 640, 3), 7, np.uint8)
+    assert sum(len(f) for _, _, f in os.walk(store.path)) > 64
+    store.remove()
+    assert not store.path.exists() and not store.exists()
+    store.remove()  # a second removal is a no-op

@@ -28,6 +28,8 @@ The weight sum is not stored: it is separable and recomputed from the geometry.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -152,5 +154,21 @@ class WorkStore:
         return (self.path / "zarr.json").is_file()
 
     def remove(self) -> None:
+        """Delete the store. Its files are unlinked by several threads first: once written
+        back to disk, each unlink waits on the file system (ext4 frees the extents), so one
+        thread took 6.2 s for a 1-gigapixel image's store, on the run's critical path.
+        4096 synced files of 400 kB: 2.59 / 2.50 s with rmtree, 1.99 / 2.27 s this way."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        files = [os.path.join(d, f) for d, _, names in os.walk(self.path) for f in names]
+        if len(files) > 64:
+            with ThreadPoolExecutor(8, thread_name_prefix="tilecolor-rm") as pool:
+                for _ in pool.map(_unlink, files):
+                    pass
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 

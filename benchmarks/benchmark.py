@@ -4,7 +4,7 @@
     python benchmarks/benchmark.py quality --checkpoint models/default
     python benchmarks/benchmark.py memory --checkpoint PATH [--sizes 8192,32768]
 
-throughput  one 4096x4096 input, stride 256, one generator: the bare generator on the same
+throughput  one square input per --side (4096 unless given), stride 256, one generator: the bare generator on the same
             tiles, in one process and split over one 1-thread process per core (the faster
             of the two is the ceiling), `tilecolor run` end to end (a subprocess:
             cluster start, ingest, blend, TIFF write included; and the in-cluster time from
@@ -131,18 +131,37 @@ def report_seconds(report_dir: Path) -> float:
 BARE = "bare generator, same tiles, 1 process"
 BARE_SPLIT = "bare generator, same tiles, {n} processes x 1 thread"
 
+#: bytes per pixel MONAI's script holds at once: the input (float32), the output and its
+#: count map (2 + 1 float32), the output as chroma (2 float32), RGB and gray (uint8)
+MONAI_BYTES_PER_PIXEL = 4 + 12 + 8 + 3 + 1
+#: the largest side the photo is resized to (Pillow's Lanczos resize of a 32768^2 RGB image
+#: ran out of the machine's 24 GiB); larger inputs repeat it side by side
+PHOTO_SIDE = 16384
+
+
 def throughput(args) -> None:
+    for side in args.side:
+        throughput_at(args, side)
+
+
+def throughput_at(args, side: int) -> None:
+    import psutil
     import tifffile
 
     from tilecolor.cluster import WORKER_MALLOC
     from tilecolor.tiling import tile_origins
 
-    side, tile = args.side, 256
+    tile = 256
     work = Path(tempfile.mkdtemp(prefix="tc-bench-"))
     atexit.register(shutil.rmtree, work, True)  # inputs and outputs: up to GBs per run
-    gray = gray_from_photo(VAL[0], side, side)
+    gray = gray_from_photo(VAL[0], min(side, PHOTO_SIDE), min(side, PHOTO_SIDE))
+    if side > PHOTO_SIDE:
+        reps = -(-side // PHOTO_SIDE)
+        gray = np.tile(gray, (reps, reps))[:side, :side]
     (work / "in").mkdir()
-    tifffile.imwrite(work / "in" / "img.tif", gray, tile=(256, 256), compression="zlib")
+    tifffile.imwrite(work / "in" / "img.tif", gray, tile=(256, 256), compression="zlib",
+                     bigtiff=gray.size > 2**31)
+    del gray
     threads = len(os.sched_getaffinity(0))
     mp = side * side / 1e6
 
@@ -160,9 +179,12 @@ def throughput(args) -> None:
         "threads,k,n=map(int,sys.argv[1:])\n"
         f"p=make_predictor({str(args.checkpoint)!r},threads=threads)\n"
         f"g=tifffile.imread({str(work / 'in' / 'img.tif')!r})\n"
-        "x=lightness_to_input(gray_to_lightness(g))\n"
         f"o=tile_origins({side},{tile},{args.stride})\n"
-        f"t=np.stack([x[i:i+{tile},j:j+{tile}] for i in o for j in o][k::n])[:,None]\n"
+        # tile by tile (the conversion is per pixel): a float copy of a whole 1 GP image
+        # per process would not fit beside the other process
+        f"t=np.stack([lightness_to_input(gray_to_lightness(g[i:i+{tile},j:j+{tile}])) "
+        "for i, j in [(i, j) for i in o for j in o][k::n]])[:,None]\n"
+        "del g\n"
         f"b={args.batch_size}\n"
         "p(t[:b])\n"
         "t0=time.perf_counter()\n"
@@ -243,6 +265,12 @@ def throughput(args) -> None:
                 "MONAI, the same script as a whole process (Python start and imports too, "
                 "like tilecolor's whole command)": process}
 
+    need, free = side * side * MONAI_BYTES_PER_PIXEL, psutil.virtual_memory().available
+    monai_fits = need < 0.9 * free
+    if args.monai_python and not monai_fits:
+        print(f"\n(MONAI left out at {side}x{side}: its script holds the whole image's input, "
+              f"output, count map and chroma in memory, ~{need / 2**30:.0f} GiB, and "
+              f"{free / 2**30:.0f} GiB are available)")
     # every method once per round, rounds interleaved, so a slow spell of the (shared)
     # machine hits all of them, and the order rotated from round to round, so no method
     # always runs at the same point of a round; each row reports its fastest round
@@ -251,7 +279,7 @@ def throughput(args) -> None:
                 *([bare_split] if split else []),
                 *([lambda: tilecolor(1)] if not (args.defaults_only and split) else []),
                 *([lambda: tilecolor(threads)] if split else []),
-                *([monai] if args.monai_python else [])]
+                *([monai] if args.monai_python and monai_fits else [])]
     results: list[dict[str, list[float]]] = [{} for _ in range(len(measures))]
     for k in range(args.repeat):
         for i in [*range(k % len(measures), len(measures)), *range(k % len(measures))]:
@@ -433,7 +461,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput")
     t.add_argument("--checkpoint", type=Path, default=REPO / "models" / "default")
-    t.add_argument("--side", type=int, default=4096)
+    t.add_argument("--side", type=lambda v: [int(x) for x in v.split(",")], default=[4096],
+                   help="input side(s), comma-separated: one table each, in one run")
     t.add_argument("--stride", type=int, default=256)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--monai-python", help="python of a venv with monai installed")

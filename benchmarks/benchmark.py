@@ -4,13 +4,15 @@
     python benchmarks/benchmark.py quality --checkpoint models/default
     python benchmarks/benchmark.py memory --checkpoint PATH [--sizes 8192,32768]
 
-throughput  one square input per --side (4096 unless given), stride 256, one generator: the bare generator on the same
+throughput  one square input per --side (4096 unless given; comma-separated sides give one
+            table each), stride 256, one generator: the bare generator on the same
             tiles, in one process and split over one 1-thread process per core (the faster
             of the two is the ceiling), `tilecolor run` end to end (a subprocess:
             cluster start, ingest, blend, TIFF write included; and the in-cluster time from
             its JSON report), and MONAI's sliding_window_inference with the same generator,
             overlap 0 and constant blend (run in a separate venv: MONAI is a peer, not a
-            dependency; --monai-python points at it). The bare generator and MONAI run
+            dependency; --monai-python points at it; left out, with the reason printed, where
+            its in-memory buffers would not fit). The bare generator and MONAI run
             with tilecolor's worker malloc settings (cluster.WORKER_MALLOC). Rounds are
             interleaved with the order rotated; each row is reported at its best round and,
             per round, against that round's faster bare row (median over rounds), since the

@@ -163,8 +163,7 @@ class WorkStore:
         files = [os.path.join(d, f) for d, _, names in os.walk(self.path) for f in names]
         if len(files) > 64:
             with ThreadPoolExecutor(8, thread_name_prefix="tilecolor-rm") as pool:
-                for _ in pool.map(_unlink, files):
-                    pass
+                pool.map(_unlink, files)  # leaving the block waits for every unlink
         shutil.rmtree(self.path, ignore_errors=True)
 
 

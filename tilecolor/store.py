@@ -40,9 +40,12 @@ from zarr.codecs import BloscCodec
 
 from tilecolor.tiling import Plan, footprint_capacity
 
-# Scratch data is written once and read once or twice, on the critical path: lz4 (2-3x
-# faster than zarr's default zstd for gray/RGB), and no codec for the float32 partial sums,
-# which lz4 shrinks by 7 % at twice the cost of storing them raw (BENCHMARKS.md).
+# Scratch data is written once and read once or twice, on the critical path: lz4 for the
+# gray input (2-3x faster than zarr's default zstd), no codec for the float32 partial sums,
+# which lz4 shrinks by 7 % at twice the cost of storing them raw (BENCHMARKS.md), nor for
+# the RGB result: lz4 shrank a photo's RGB by 1.4x only, and a 2048^2 block took 68-70
+# cpu-ms to write and 24-34 to read (chunks 256 x 1024, lz4) against 17-20 and 10-12 (256 x
+# 2048, raw; zarr 3.1, /proc CPU of the whole process). The disk estimate counts it raw.
 _FAST = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 
 
@@ -57,11 +60,11 @@ PARTIAL_CHUNK = 64
 
 def output_chunks(block: int) -> tuple[int, int]:
     """(rows, columns) of an output (or reduced chroma) array's chunks: one TIFF tile row
-    high and 1024 wide when blocks are multiples of that. A block's interior (map task)
-    and its border bands (blend task) share few chunks (a shared chunk is written twice),
-    and zarr's cost per chunk (about 1 ms) stays small next to the pixels'."""
-    rows = 256 if block % 256 == 0 else block
-    return rows, 1024 if block % 1024 == 0 else rows
+    high (when blocks are multiples of it) and a block wide, so a block's interior (map
+    task) and its border bands (blend task) share few chunks (a shared chunk is written
+    twice) and the writer's strips of 256 rows read whole chunks. Against 1024 wide, half
+    the files (zarr's cost per chunk is about 1 ms) and half the deletion at the end."""
+    return (256 if block % 256 == 0 else block), block
 
 
 def _rounded(length: int, chunk: int) -> int:
@@ -119,7 +122,7 @@ class WorkStore:
         cy, cx = output_chunks(b)
         if output == "rgb":
             group.create_array("rgb", shape=(h, w, 3), chunks=(min(cy, h), min(cx, w), 3),
-                               dtype=dtype, fill_value=0, compressors=_FAST)
+                               dtype=dtype, fill_value=0, compressors=None)
         elif output == "ab":
             group.create_array("ab", shape=(h, w, 2), chunks=(min(cy, h), min(cx, w), 2),
                                dtype="float32", fill_value=0.0)

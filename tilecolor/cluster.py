@@ -146,10 +146,10 @@ def inference_resources(device: str, kind: str) -> dict[str, float] | None:
 #: took 14 % of the 2-core machine from the generator (8192^2 run, 2 workers: CPU ticks of
 #: those threads over 20 s). The tick only feeds the dashboard's event-loop-interval
 #: metric, yet every wake-up of every loop costs: idle for 30 s, this cluster took
-#: 1.55-1.79 core-s with ticks at 100 ms, the system monitor (psutil counters for the
-#: System page) at 1 s and memory checks at 500 ms, and 0.87-0.89 core-s at 1 s / 2 s / 1 s
-#: (3 % -> 1.5 % of the machine). Everything the dashboard shows is still there,
-#: refreshed at 0.5 Hz (System page) and 5 Hz (Profile).
+#: 1.38-1.66 core-s with ticks at 100 ms, the system monitor (psutil counters for the
+#: System page) at 1 s and memory checks at 500 ms, and 0.95-1.07 core-s at 1 s / 2 s / 1 s
+#: (benchmarks/idle_cluster.py; 2.3-2.8 % -> 1.6-1.8 % of the machine). Everything the
+#: dashboard shows is still there, refreshed at 0.5 Hz (System page) and 5 Hz (Profile).
 LOCAL_HOUSEKEEPING = {
     "distributed.worker.profile.interval": "200ms",
     "distributed.admin.tick.interval": "1s",

@@ -43,9 +43,9 @@ from tilecolor.tiling import Plan, footprint_capacity
 # Scratch data is written once and read once or twice, on the critical path: lz4 for the
 # gray input (2-3x faster than zarr's default zstd), no codec for the float32 partial sums,
 # which lz4 shrinks by 7 % at twice the cost of storing them raw (BENCHMARKS.md), nor for
-# the RGB result: lz4 shrank a photo's RGB by 1.4x only, and a 2048^2 block took 68-70
-# cpu-ms to write and 24-34 to read (chunks 256 x 1024, lz4) against 17-20 and 10-12 (256 x
-# 2048, raw; zarr 3.1, /proc CPU of the whole process). The disk estimate counts it raw.
+# the RGB result: lz4 shrank a photo's RGB by 1.4x only, and a 2048^2 block took 55-87
+# cpu-ms to write and 22-38 to read (chunks 256 x 1024, lz4) against 17-26 and 10-16 (256 x
+# 2048, raw; benchmarks/store_io.py). The disk estimate counts it raw.
 _FAST = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 
 

@@ -257,6 +257,36 @@ def test_streaming_writer_output_equals_composed_store(client2, tmp_path):
     assert _variables(client2) == []
 
 
+@pytest.mark.parametrize("h,w,stride,k,dtype", [(1300, 1100, 32, 1, np.uint8),  # bands
+                                                 (1100, 1300, 64, 1, np.uint16),  # none
+                                                 (1030, 700, 32, 2, np.uint8)])  # compose
+def test_tasks_encode_the_tiff_tiles_and_the_file_is_unchanged(client2, tmp_path, h, w,
+                                                               stride, k, dtype):
+    """With blocks holding whole TIFF tiles, the task that finishes each chunk (blend, or
+    compose at a reduced render scale) encodes its tiles of levels 0 and 1, and the
+    streaming writer copies them: the file is byte for byte what the writer alone writes
+    from the finished pixels."""
+    from tilecolor.outputs import write_tiff
+
+    img = smooth_image(h, w, seed=13, dtype=dtype)
+    settings = Settings(tile=64, stride=stride, block=512, blend="cosine", render_scale=1 / k)
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, img, tile=(64, 64))
+    info = probe(path)
+    store = WorkStore.create(tmp_path / "work.zarr", settings.plan(h, w), info.dtype,
+                             render=settings.render_plan(h, w), tiff_tiles=True)
+    graph = submit_image(client2, info, store, settings, affine, dest=tmp_path / "out.tif",
+                         fmt="tiff")
+    assert graph.final.result(timeout=300) == str(tmp_path / "out.tif")
+    graph.release(client2)
+    ny, nx = settings.plan(h, w).grid
+    assert len(list((store.path / "tiles").glob("*.bin"))) == ny * nx  # one per chunk
+    write_tiff(store.array("rgb")[:], tmp_path / "ref.tif", name="out.tif")
+    assert (tmp_path / "out.tif").read_bytes() == (tmp_path / "ref.tif").read_bytes()
+    levels = tifffile.TiffFile(tmp_path / "out.tif").series[0].levels
+    assert [lv.shape[:2] for lv in levels][:2] == [(h, w), ((h + 1) // 2, (w + 1) // 2)]
+
+
 def test_failed_chunk_task_fails_the_streaming_writer(client1, tmp_path):
     """A block whose generator call fails must fail the image (its writer raises the same
     error), not leave the writer waiting forever for rows that never finish."""

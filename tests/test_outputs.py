@@ -316,3 +316,41 @@ def test_same_image_is_written_as_the_same_bytes(tmp_path):
     a = write_image(rgb, tmp_path / "a" / "o.tif", "tiff").read_bytes()
     b = write_image(rgb, tmp_path / "b" / "o.tif", "tiff").read_bytes()
     assert a == b
+
+
+@pytest.mark.parametrize("h,w,block,dtype", [(1300, 1100, 512, np.uint8),
+                                             (2600, 1537, 1024, np.uint16),
+                                             (700, 900, 512, np.uint8),  # no reduced levels
+                                             (3001, 257, 512, np.uint8)])  # one tile wide
+def test_tiff_from_chunk_encoded_tiles_is_the_same_file(tmp_path, h, w, block, dtype):
+    """Levels 0 and 1 encoded chunk by chunk (as the tasks finishing each chunk do) and
+    copied in TIFF order: byte for byte the file written from the pixels."""
+    rng = np.random.default_rng(1)
+    rgb = np.stack([smooth_image(h, w, seed=s, dtype=dtype) for s in range(3)], axis=-1)
+    rgb[rng.random((h, w)) < 0.01] = 0  # some noise the deflate has to keep
+    outputs.write_tiff(rgb, tmp_path / "ref.tif", name="o.tif")
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    shapes = pyramid_shapes(h, w)
+    level1 = np.zeros((*shapes[1], 3), dtype) if len(shapes) > 1 else None
+    for r, y0 in enumerate(range(0, h, block)):
+        for c, x0 in enumerate(range(0, w, block)):
+            pixels = rgb[y0 : y0 + block, x0 : x0 + block]
+            levels = [outputs.encode_tiles(pixels)]
+            if level1 is not None:
+                small = downsample(pixels)
+                level1[y0 // 2 : y0 // 2 + small.shape[0],
+                       x0 // 2 : x0 // 2 + small.shape[1]] = small
+                levels.append(outputs.encode_tiles(small))
+            outputs.save_chunk_tiles(folder / f"{r}.{c}.bin", levels)
+    waited = []
+    chunked = outputs.ChunkedTiles(folder, (h, w), block, level1,
+                                   lambda a, b: waited.append((a, b)))
+    # every byte comes from the tiles: the pixels given are only a shape and a dtype here
+    blank = np.broadcast_to(np.zeros((), dtype), rgb.shape)
+    outputs.write_tiff(blank, tmp_path / "new.tif", name="o.tif", chunked=chunked)
+    assert (tmp_path / "new.tif").read_bytes() == (tmp_path / "ref.tif").read_bytes()
+    rows = -(-h // block)
+    assert waited[:rows] == [(r, r) for r in range(rows)]  # row by row, in order
+    with pytest.raises(ValueError, match="multiple of 512"):
+        outputs.ChunkedTiles(folder, (h, w), 768)

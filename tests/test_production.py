@@ -31,19 +31,24 @@ def _cmd(tiny_checkpoint, src, out, *extra):
             "--checkpoint", str(tiny_checkpoint), *ARGS, *extra]
 
 
-def test_kill_9_then_resume_gives_identical_output(tmp_path, tiny_checkpoint):
+@pytest.mark.parametrize("h,w,block", [(768, 896, 64),
+                                       # blocks of whole TIFF tiles: the tasks encode them
+                                       (2048, 1536, 512)])
+def test_kill_9_then_resume_gives_identical_output(tmp_path, tiny_checkpoint, h, w, block):
     src = tmp_path / "in"
     src.mkdir()
-    tifffile.imwrite(src / "big.tif", smooth_image(768, 896, seed=4), tile=(64, 64))
-    ref = subprocess.run(_cmd(tiny_checkpoint, src, tmp_path / "ref", "-q"),
+    tifffile.imwrite(src / "big.tif", smooth_image(h, w, seed=4), tile=(64, 64))
+    blocks = ["--block", str(block)]
+    ref = subprocess.run(_cmd(tiny_checkpoint, src, tmp_path / "ref", "-q", *blocks),
                          capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr
 
     out = tmp_path / "out"
-    proc = subprocess.Popen(_cmd(tiny_checkpoint, src, out, "-q"), start_new_session=True,
+    proc = subprocess.Popen(_cmd(tiny_checkpoint, src, out, "-q", *blocks),
+                            start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store_done = out / ".tilecolor" / "big.tif.zarr" / "map_done"
-    total = 12 * 14
+    total = -(-h // block) * -(-w // block)
     deadline = time.monotonic() + 300
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
@@ -63,7 +68,8 @@ def test_kill_9_then_resume_gives_identical_output(tmp_path, tiny_checkpoint):
     assert not (out / "big.tif").exists()  # no half-written output
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
 
-    rerun = subprocess.run(_cmd(tiny_checkpoint, src, out, "-q", "--report", str(tmp_path / "r")),
+    rerun = subprocess.run(_cmd(tiny_checkpoint, src, out, "-q", *blocks, "--report",
+                                str(tmp_path / "r")),
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "big.tif").read_bytes() == (tmp_path / "ref" / "big.tif").read_bytes()

@@ -33,6 +33,10 @@ def test_estimate_image_by_hand():
     # one block, footprint = image: L 1 + partial 8 + rgb 3 bytes/px; output 3 bytes/px
     assert estimate_image(100, 200, 1, 64, 32, 256, "tiff") == \
         DiskEstimate(work=12 * 20000, output=3 * 20000)
+    # blocks of whole TIFF tiles: levels 0 and 1 encoded by the tasks (at most 3 * 5/4) and
+    # level 1's pixels (3/4) too
+    assert estimate_image(100, 200, 1, 64, 32, 512, "tiff") == \
+        DiskEstimate(work=int(16.5 * 20000), output=3 * 20000)
     # 16-bit: L 2 + partial 8 + rgb 6; JPEG output 1 byte/px
     assert estimate_image(100, 200, 2, 64, 32, 256, "jpeg") == \
         DiskEstimate(work=16 * 20000, output=20000)

@@ -32,6 +32,7 @@ from tilecolor.color import (
 )
 from tilecolor.errors import ConfigError
 from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
+from tilecolor.outputs import ChunkedTiles, downsample, encode_tiles, save_chunk_tiles
 from tilecolor.resample import downsample_mean, reduced_length, source_span, upsample_bilinear
 from tilecolor.store import STAGES, WorkStore
 from tilecolor.tiling import Plan, check_geometry, contributions, interior, tile_origins
@@ -229,8 +230,29 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
                     cx.block * fx + cx.src.start : cx.block * fx + cx.src.stop]
         _put_blended(store, attrs, (ys, xs), _finish(ab, plan, blend, ys, xs))
         pixels += ab.shape[1] * ab.shape[2]
+    if attrs.get("tiff_tiles") and int(attrs.get("render_factor", 1)) == 1:
+        _encode_chunk(store, attrs, plan, r, c)  # the chunk is final now
     store.mark_done("reduce", r, c)
     return pixels
+
+
+def _encode_chunk(store: WorkStore, attrs: dict, plan: Plan, r: int, c: int,
+                  rgb: np.ndarray | None = None) -> None:
+    """Encode finished output chunk (r, c) (its pixels ``rgb``, read from the store when not
+    given) as the TIFF's tiles of levels 0 and 1, and store its level-1 pixels, for the
+    writer to copy (:class:`tilecolor.outputs.ChunkedTiles`). Deflating in the tasks that
+    finish the chunks runs on every worker at once; in the writer alone it was one thread
+    for the whole image (about 20 MP/s, what a GPU run was held to: BENCHMARKS.md)."""
+    by, bx = plan.rows[r], plan.cols[c]
+    if rgb is None:
+        rgb = store.array("rgb")[by.start : by.stop, bx.start : bx.stop]
+    levels = [encode_tiles(rgb)]
+    if attrs.get("level1"):
+        small = downsample(rgb)
+        y0, x0 = by.start // 2, bx.start // 2
+        store.array("rgb1", "r+")[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
+        levels.append(encode_tiles(small))
+    save_chunk_tiles(store.path / "tiles" / f"{r}.{c}.bin", levels)
 
 
 def _put_blended(store: WorkStore, attrs: dict, region: tuple[slice, slice], ab: np.ndarray,
@@ -244,16 +266,18 @@ def _put_blended(store: WorkStore, attrs: dict, region: tuple[slice, slice], ab:
 
 
 def _put_chroma(store: WorkStore, output: str, region: tuple[slice, slice], ab: np.ndarray,
-                gray: np.ndarray | None = None) -> None:
+                gray: np.ndarray | None = None) -> np.ndarray | None:
     """Store full-resolution chroma of ``region``: as ``ab`` (``output`` "ab": tests, eval)
     or composed with the original L (``gray``, read from the store when not given) into
-    ``rgb``."""
+    ``rgb``; returns the RGB pixels (None for ``ab``)."""
     if output == "ab":
         store.array("ab", "r+")[region] = ab
-    else:
-        out = store.array("rgb", "r+")
-        gray = store.array("L")[region] if gray is None else gray
-        out[region] = compose_rgb(gray, ab, out.dtype)
+        return None
+    out = store.array("rgb", "r+")
+    gray = store.array("L")[region] if gray is None else gray
+    rgb = compose_rgb(gray, ab, out.dtype)
+    out[region] = rgb
+    return rgb
 
 
 def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: int,
@@ -266,8 +290,11 @@ def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: 
     src = store.array("ab_small")[ylo:yhi, xlo:xhi]
     ab = upsample_bilinear(src, (ylo, xlo), k, (by.start, by.stop), (bx.start, bx.stop),
                            (small.height, small.width))
-    _put_chroma(store, store.attrs["output"],
-                (slice(by.start, by.stop), slice(bx.start, bx.stop)), ab)
+    attrs = store.attrs
+    rgb = _put_chroma(store, attrs["output"],
+                      (slice(by.start, by.stop), slice(bx.start, bx.stop)), ab)
+    if attrs.get("tiff_tiles"):
+        _encode_chunk(store, attrs, plan, r, c, rgb)
     store.mark_done("compose", r, c)
     return int(ab.shape[0] * ab.shape[1])
 
@@ -294,10 +321,15 @@ def write_output(store: WorkStore, dest: Path, fmt: str,
     failed chunk task fails the writer with that task's error.
     """
     rgb = store.array("rgb")
+    attrs = store.attrs
+    encoded = fmt == "tiff" and attrs.get("tiff_tiles")
 
-    def write(source) -> str:
+    def write(source, wait_rows=None) -> str:
+        chunked = ChunkedTiles(store.path / "tiles", rgb.shape[:2], int(attrs["block"]),
+                               store.array("rgb1") if attrs.get("level1") else None,
+                               wait_rows) if encoded else None
         write_image(source, Path(dest), fmt, scratch=store.path / "pyramid",
-                    tmp_dir=store.path)
+                    tmp_dir=store.path, chunked=chunked)
         return str(dest)
 
     if pending is None or not pending.rows:
@@ -310,7 +342,7 @@ def write_output(store: WorkStore, dest: Path, fmt: str,
                 for name in pending.rows.pop(row, ()):
                     Variable(name, client=client).get().result()
 
-        return write(_RowsWhenReady(rgb, block, wait_rows))
+        return write(_RowsWhenReady(rgb, block, wait_rows), wait_rows)
 
 
 class _RowsWhenReady:

@@ -302,7 +302,7 @@ def sniff_ext(suffix: str) -> str | None:
 
 
 def write_image(rgb, dest: Path, fmt: str, *, scratch: Path | None = None,
-                tmp_dir: Path | None = None) -> Path:
+                tmp_dir: Path | None = None, chunked=None) -> Path:
     """Write an (H, W, 3) array-like atomically (TIFF and OME-Zarr stream it in strips).
 
     Parameters
@@ -315,6 +315,7 @@ def write_image(rgb, dest: Path, fmt: str, *, scratch: Path | None = None,
     tmp_dir : where the file is written before it is renamed to ``dest`` (default: beside
         it; must be on the same file system). The engine uses the image's working store, so
         a run killed while streaming leaves nothing beside the outputs.
+    chunked : a TIFF's levels 0 and 1 already encoded (:class:`outputs.ChunkedTiles`).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     where = tmp_dir or dest.parent
@@ -327,7 +328,7 @@ def write_image(rgb, dest: Path, fmt: str, *, scratch: Path | None = None,
         os.close(fd)
         tmp = Path(tmp_name)
     try:
-        _write(rgb, tmp, fmt, dest, scratch)
+        _write(rgb, tmp, fmt, dest, scratch, chunked)
         umask = os.umask(0)
         os.umask(umask)
         # mkstemp/mkdtemp make 0600/0700; outputs get the usual mode
@@ -362,11 +363,12 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write(rgb, path: Path, fmt: str, dest: Path, scratch: Path | None) -> None:
+def _write(rgb, path: Path, fmt: str, dest: Path, scratch: Path | None,
+           chunked=None) -> None:
     h, w = rgb.shape[:2]
     dtype = np.dtype(rgb.dtype)
     if fmt == "tiff":
-        write_tiff(rgb, path, scratch, name=dest.name)
+        write_tiff(rgb, path, scratch, name=dest.name, chunked=chunked)
     elif fmt == "zarr":
         write_ome_zarr(rgb, path, name=dest.name.removesuffix(EXTENSIONS["zarr"]))
     elif fmt == "png":

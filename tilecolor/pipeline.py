@@ -161,8 +161,17 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
     else:
         work.mkdir(parents=True, exist_ok=True)
         store = WorkStore.create(store.path, plan, info.dtype, attrs=attrs,
-                                 render=settings.render_plan(info.height, info.width))
+                                 render=settings.render_plan(info.height, info.width),
+                                 tiff_tiles=tiff_tiles(out_fmt, settings.block))
     return Job(src, info, dest, out_fmt, store, manifest, fp, plan.n_tiles)
+
+
+def tiff_tiles(fmt: str, block: int) -> bool:
+    """Whether the tasks that finish each chunk encode its TIFF tiles (the writer then copies
+    bytes): TIFF outputs whose blocks hold whole tiles of levels 0 and 1."""
+    from tilecolor.outputs import OUTPUT_TILE
+
+    return fmt == "tiff" and block % (2 * OUTPUT_TILE) == 0
 
 
 def plan_batch(inputs: list[Path], out_dir: Path, settings: Settings, model_digest: str, *,

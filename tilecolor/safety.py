@@ -112,18 +112,25 @@ def estimate_image(height: int, width: int, itemsize: int, tile: int, stride: in
 
     Working store: ``L`` (itemsize bytes/px) + partial sums (2 float32 per pixel of every
     block footprint, about 8 bytes/px * (1 + (tile - stride)/block)^2) + ``rgb``
-    (3 * itemsize bytes/px). Output: 3 * itemsize bytes/px (TIFF, PNG; both compress), or
-    ``JPEG_BYTES_PER_PIXEL`` for JPEG.
+    (3 * itemsize bytes/px); a TIFF whose tiles the tasks encode (``pipeline.tiff_tiles``)
+    also holds levels 0 and 1 encoded (at most 3 * itemsize * 5/4) and level 1's pixels
+    (3 * itemsize / 4): 4.5 * itemsize bytes/px more. Output: 3 * itemsize bytes/px (TIFF,
+    PNG; both compress), or ``JPEG_BYTES_PER_PIXEL`` for JPEG.
 
     >>> estimate_image(1000, 1000, 1, 256, 256, 1000, "tiff")
     DiskEstimate(work=12000000, output=3000000)
+    >>> estimate_image(1000, 1000, 1, 256, 256, 1024, "tiff")
+    DiskEstimate(work=16500000, output=3000000)
     """
+    from tilecolor.pipeline import tiff_tiles
+
     plan = Plan(height, width, tile, stride, block)
     rows, cols = plan.rows, plan.cols
     partial = 8 * len(rows) * footprint_capacity(rows) * len(cols) * footprint_capacity(cols)
     pixels = height * width
     output = int(pixels * JPEG_BYTES_PER_PIXEL) if fmt == "jpeg" else 3 * itemsize * pixels
-    return DiskEstimate(itemsize * pixels + partial + 3 * itemsize * pixels, output)
+    encoded = int(4.5 * itemsize * pixels) if tiff_tiles(fmt, block) else 0
+    return DiskEstimate(itemsize * pixels + partial + 3 * itemsize * pixels + encoded, output)
 
 
 def estimate_batch(images: Iterable[DiskEstimate], inflight: int) -> DiskEstimate:

@@ -20,6 +20,11 @@ Layout (one group per input image)::
                                        "chunk exists" cannot be the done marker; zarr
                                        writes each chunk file atomically)
     rgb       (H, W, 3)                final pixels (or ``ab`` (H, W, 2) float32 Lab units)
+    tiles/{r}.{c}.bin, rgb1 (H/2, W/2, 3)
+                                       a TIFF output's tiles of levels 0 and 1, encoded by the
+                                       task that finishes chunk (r, c), and its level-1
+                                       pixels (``tiff_tiles`` stores only: the writer then
+                                       copies bytes, :class:`tilecolor.outputs.ChunkedTiles`)
     pyramid/1, pyramid/2 ...           a TIFF output's reduced levels while it is written
                                        (by :func:`tilecolor.outputs.write_tiff`), then removed
 
@@ -53,7 +58,7 @@ STAGES = ("ingest", "map", "reduce", "compose")
 
 
 #: Bumped when the meaning of the arrays changes: a store of another layout is not resumed.
-LAYOUT = 2
+LAYOUT = 3
 #: Width of the partial sums' chunks across a band (bands are less than a tile wide).
 PARTIAL_CHUNK = 64
 
@@ -87,12 +92,20 @@ class WorkStore:
 
     @classmethod
     def create(cls, path: str | Path, plan: Plan, dtype: str, *, output: str = "rgb",
-               attrs: dict[str, Any] | None = None, render: Plan | None = None) -> WorkStore:
+               attrs: dict[str, Any] | None = None, render: Plan | None = None,
+               tiff_tiles: bool = False) -> WorkStore:
         """Create (replacing any previous content) the arrays for one image.
 
         ``render`` is the generator's grid when chroma is rendered at reduced scale
-        (``Settings.render_plan``); its blocks match ``plan``'s one to one.
+        (``Settings.render_plan``); its blocks match ``plan``'s one to one. ``tiff_tiles``:
+        the tasks that finish each output chunk also encode its TIFF tiles (levels 0 and 1;
+        needs ``rgb`` output and blocks a multiple of ``2 * OUTPUT_TILE``).
         """
+        from tilecolor.outputs import OUTPUT_TILE, pyramid_shapes
+
+        if tiff_tiles and (output != "rgb" or plan.block % (2 * OUTPUT_TILE)):
+            raise ValueError(f"tiff_tiles needs rgb output and a block that is a multiple of "
+                             f"{2 * OUTPUT_TILE}, got {output!r} and {plan.block}")
         path = Path(path)
         group = zarr.open_group(str(path), mode="w")
         render = render or plan
@@ -128,8 +141,18 @@ class WorkStore:
                                dtype="float32", fill_value=0.0)
         else:
             raise ValueError(f"output must be 'rgb' or 'ab', got {output!r}")
+        shapes = pyramid_shapes(h, w)
+        level1 = tiff_tiles and len(shapes) > 1
+        if level1:
+            (h1, w1), (cy, cx) = shapes[1], output_chunks(b // 2)
+            group.create_array("rgb1", shape=(h1, w1, 3), chunks=(min(cy, h1), min(cx, w1), 3),
+                               dtype=dtype, fill_value=0, compressors=None)
+        if tiff_tiles:
+            (path / "tiles").mkdir()
         group.attrs.update({"footprint": [fy, fx], "output": output, "render_factor": k,
-                            "layout": LAYOUT, **(attrs or {})})
+                            "layout": LAYOUT, "block": b, "tiff_tiles": tiff_tiles,
+                            "level1": level1,
+                            **(attrs or {})})
         return cls(path)
 
     def array(self, name: str, mode: str = "r") -> zarr.Array:

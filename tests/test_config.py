@@ -162,3 +162,33 @@ def test_default_max_pixels_matches_the_input_checks():
     from tilecolor.validate import DEFAULT_MAX_PIXELS
 
     assert RunConfig().max_pixels == DEFAULT_MAX_PIXELS
+
+
+def test_precision_resolves_per_device():
+    from tilecolor.predict import resolve_precision
+
+    assert build({"precision": "fp16"}, {}).precision == "fp16"
+    with pytest.raises(ConfigError, match="precision"):
+        build({"precision": "fp64"}, {})
+    assert resolve_precision("cpu") == "fp32" and resolve_precision("cuda") == "bf16"
+    assert resolve_precision("cuda:1", "fp16") == "fp16"
+    with pytest.raises(ConfigError, match="needs device cuda"):
+        resolve_precision("cpu", "bf16")
+
+
+@pytest.mark.parametrize("cores,free_gib,cpu,cuda", [(2, 24, 2, 1), (16, 126, 16, 8),
+                                                     (64, 500, 64, 8), (16, 4, 2, 2),
+                                                     (1, 24, 1, 1)])
+def test_default_workers_per_device(monkeypatch, cores, free_gib, cpu, cuda):
+    """One per core on CPU; on CUDA one per two cores, at most CUDA_WORKERS; always at most
+    one per WORKER_MEMORY of available memory."""
+    import types
+
+    import psutil
+
+    from tilecolor import cluster, predict
+
+    monkeypatch.setattr(predict, "available_cores", lambda: cores)
+    monkeypatch.setattr(psutil, "virtual_memory",
+                        lambda: types.SimpleNamespace(available=free_gib << 30))
+    assert (cluster.default_workers("cpu"), cluster.default_workers("cuda")) == (cpu, cuda)

@@ -306,6 +306,9 @@ def test_existing_output_folder_is_skipped_or_refused(tmp_path):
                                                                "zarr")}))
     jobs, known = plan_batch([src], out, settings, "digest", fmt="zarr")
     assert not jobs and known[src].status == "skipped"
+    # a bf16 result is not the fp32 one already there: recomputed
+    jobs, known = plan_batch([src], out, settings, "digest", fmt="zarr", precision="bf16")
+    assert [j.dest for j in jobs] == [out / "a.ome.zarr"] and not known
     jobs, known = plan_batch([src], out, settings, "digest", fmt="zarr", overwrite=True)
     assert [j.dest for j in jobs] == [out / "a.ome.zarr"] and jobs[0].fmt == "zarr"
 

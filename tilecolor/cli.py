@@ -27,8 +27,8 @@ log = logging.getLogger("tilecolor")
 _SPEC_KEYS = {"input_path": "input", "output_dir": "output", "checkpoint": "checkpoint",
               "tile": "tile", "stride": "stride", "blend": "blend", "block": "block",
               "batch_size": "batch_size", "render_scale": "render_scale", "fmt": "format",
-              "overwrite": "overwrite",
-              "device": "device", "report": "report", "workers": "cluster.workers",
+              "overwrite": "overwrite", "device": "device", "precision": "precision",
+              "report": "report", "workers": "cluster.workers",
               "threads": "cluster.threads", "scheduler": "cluster.address",
               "dashboard_address": "cluster.dashboard_address", "max_pixels": "max_pixels",
               "page": "page", "allow_output_in_input": "allow_output_in_input",
@@ -102,10 +102,15 @@ def _quick_exit() -> None:
               help="Output format [default: the input's].")
 @click.option("--workers", type=int,
               help="Worker processes of the embedded LocalCluster [default: one per core on "
-                   "CPU (at most one per 1.5 GiB of available memory), one on CUDA].")
+                   "CPU, one per two cores (at most 8, sharing the GPU) on CUDA; at most "
+                   "one per 1.5 GiB of available memory].")
 @click.option("--threads", type=int, help="torch threads per worker [default: cores/workers].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: inference tasks ask for the GPU=1 resource.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              default="auto", show_default=True,
+              help="Generator arithmetic on CUDA (autocast); auto: bf16 on CUDA, fp32 on CPU "
+                   "(the only one it runs).")
 @click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
 @click.option("--dashboard-address", default="127.0.0.1:8787", show_default=True,
               help="Dashboard of the embedded LocalCluster.")
@@ -213,10 +218,16 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
         run_jobs,
         write_report,
     )
-    from tilecolor.predict import default_batch_size, default_threads, make_predictor
+    from tilecolor.predict import (
+        default_batch_size,
+        default_threads,
+        make_predictor,
+        resolve_precision,
+    )
     from tilecolor.safety import check_output_dir, input_folders
 
     try:
+        precision = resolve_precision(cfg.device, cfg.precision)
         settings = Settings(tile=cfg.tile, stride=cfg.stride, blend=Blend(cfg.blend),
                             block=cfg.block,
                             batch_size=default_batch_size(cfg.device, cfg.batch_size),
@@ -244,12 +255,13 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     try:
         # torch-free checks here; the workers load (and fully check) the model in parallel
         predict = make_predictor(cfg.checkpoint or default_checkpoint(), device=cfg.device,
-                                 threads=threads, validate=False)
+                                 precision=precision, threads=threads, validate=False)
         if settings.tile % predict.multiple:
             raise click.UsageError(f"--tile must be a multiple of {predict.multiple} for this "
                                    f"checkpoint (2**depth), got tile={settings.tile}")
         jobs, results = plan_batch(inputs, out_dir, settings, predict.digest,
-                                   fmt=cfg.format, overwrite=cfg.overwrite, policy=policy)
+                                   fmt=cfg.format, overwrite=cfg.overwrite, policy=policy,
+                                   precision=precision)
         if jobs:
             _check_disk(jobs, settings, out_dir)
             if cfg.device == "cuda" and cluster.kind == "local" and not cluster.gpus:
@@ -276,7 +288,8 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
                                             progress=progress))
             ordered = [results[p] for p in inputs]
             json_path = write_report(report_dir / f"run-{stamp}.json", ordered,
-                                     time.perf_counter() - t0, settings, predict.digest)
+                                     time.perf_counter() - t0, settings, predict.digest,
+                                     device=cfg.device, precision=precision)
             click.echo(f"report: {json_path}", err=True)
         else:
             ordered = [results[p] for p in inputs]

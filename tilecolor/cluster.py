@@ -113,22 +113,34 @@ def stop_worker_server() -> None:
 
 
 def default_workers(device: str) -> int:
-    """Worker processes of the embedded cluster when not given: one on CUDA (it holds the
-    GPU); on CPU one per core, each running the generator in one torch thread (two
-    1-thread processes ran the same tiles 7-15 % faster than one 2-thread process on the
-    2-core machine, BENCHMARKS.md), but at most one per WORKER_MEMORY of available memory
-    (a worker holds the model and one block's buffers)."""
-    if device != "cpu":
-        return 1
+    """Worker processes of the embedded cluster when not given, at most one per
+    WORKER_MEMORY of available memory (a worker holds the model and one block's buffers).
+
+    CPU: one per core, each running the generator in one torch thread (two 1-thread
+    processes ran the same tiles 7-15 % faster than one 2-thread process on the 2-core
+    machine, BENCHMARKS.md).
+    CUDA: one per two cores, at most CUDA_WORKERS, all sharing the GPU. Around the
+    generator call a block's work is CPU (L* in, blending, RGB out, deflating its TIFF
+    tiles), and a worker runs one generator task at a time: on the H200 with 16 cores,
+    1, 2, 4 and 8 workers colorized 268 MP in 14.6, 8.6, 5.3 and 4.0 s inside the cluster
+    (BENCHMARKS.md), the GPU never more than 6 % busy.
+    """
     import psutil
 
     from tilecolor.predict import available_cores
 
-    return max(1, min(available_cores(), psutil.virtual_memory().available // WORKER_MEMORY))
+    cores = available_cores()
+    wanted = cores if device == "cpu" else min(CUDA_WORKERS, max(1, cores // 2))
+    return max(1, min(wanted, psutil.virtual_memory().available // WORKER_MEMORY))
 
 
-#: Memory budgeted per CPU worker by :func:`default_workers` (peak worker RSS was ~0.6 GiB
-#: at the default block of 2048).
+#: Most embedded workers sharing one GPU by default (each holds a CUDA context and the
+#: model on the GPU: about 1 GiB there and 1.1 GiB of host memory).
+CUDA_WORKERS = 8
+
+
+#: Memory budgeted per worker by :func:`default_workers` (peak CPU worker RSS was ~0.6 GiB
+#: at the default block of 2048, a CUDA worker's ~1.1 GiB).
 WORKER_MEMORY = 3 << 29  # 1.5 GiB
 
 

@@ -78,6 +78,7 @@ class RunConfig:
     format: str | None = None
     overwrite: bool = False
     device: str = "cpu"
+    precision: str = "auto"  #: predict.resolve_precision: bf16 on CUDA, fp32 on CPU
     report: str | None = None
     max_pixels: int = 2**33  #: larger inputs are rejected (validate.DEFAULT_MAX_PIXELS)
     page: int = 0  #: page of multi-page TIFFs
@@ -91,6 +92,8 @@ class RunConfig:
             _bad("format", self.format)
         if self.device not in ("cpu", "cuda"):
             _bad("device", self.device)
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            _bad("precision", self.precision)
         object.__setattr__(self, "input", tuple(self.input))
 
 

@@ -87,15 +87,17 @@ def find_inputs(patterns: list[str | Path] | str | Path) -> list[Path]:
 
 
 def fingerprint(src: Path, model_digest: str, settings: Settings, fmt: str,
-                page: int = 0) -> str:
-    """Identity of a result: input (size, mtime, first and last MiB), page, model and
-    settings."""
+                page: int = 0, precision: str = "fp32") -> str:
+    """Identity of a result: input (size, mtime, first and last MiB), page, model, its
+    arithmetic and settings. Page 0 and fp32 add nothing, so results written before those
+    were options keep their fingerprint."""
     st = src.stat()
     h = hashlib.sha256()
     h.update(json.dumps([st.st_size, st.st_mtime_ns, model_digest, settings.render_scale,
                          settings.tile,
                          settings.stride, str(settings.blend), fmt,
-                         *([page] if page else [])]).encode())
+                         *([page] if page else []),
+                         *([precision] if precision != "fp32" else [])]).encode())
     with open(src, "rb") as f:
         h.update(f.read(1 << 20))
         if st.st_size > 2 << 20:
@@ -125,7 +127,8 @@ class Job:
 def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
               fmt: str | None, overwrite: bool, claimed: set[Path],
               policy: InputPolicy | None = None,
-              protected: set[tuple[int, int]] | None = None) -> Job | ImageResult:
+              protected: set[tuple[int, int]] | None = None,
+              precision: str = "fp32") -> Job | ImageResult:
     info = probe(src, policy)
     out_fmt = fmt or info.format
     dest = output_path(out_dir, src, out_fmt)
@@ -138,7 +141,7 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
     claimed.add(dest)
     work = out_dir / WORK_DIR
     manifest = work / f"{work_name(src)}.done.json"
-    fp = fingerprint(src, model_digest, settings, out_fmt, info.page)
+    fp = fingerprint(src, model_digest, settings, out_fmt, info.page, precision)
     if dest.exists() and not overwrite:
         try:
             previous = json.loads(manifest.read_text()).get("fingerprint")
@@ -176,19 +179,20 @@ def tiff_tiles(fmt: str, block: int) -> bool:
 
 def plan_batch(inputs: list[Path], out_dir: Path, settings: Settings, model_digest: str, *,
                fmt: str | None = None, overwrite: bool = False,
-               policy: InputPolicy | None = None
+               policy: InputPolicy | None = None, precision: str = "fp32"
                ) -> tuple[list[Job], dict[Path, ImageResult]]:
     """Check every input's header and decide what to do, without a cluster.
 
-    ``policy`` sets the pixel limit and TIFF page. Returns the jobs to run and the results
-    already known (up to date, or failed checks).
+    ``policy`` sets the pixel limit and TIFF page; ``precision`` is the generator's
+    arithmetic (a bf16 result is not an fp32 one: it is part of the fingerprint). Returns
+    the jobs to run and the results already known (up to date, or failed checks).
     """
     jobs, known, claimed = [], {}, set()
     protected = file_ids(inputs)  # no output may replace any input
     for src in inputs:
         try:
             item = _plan_one(src, out_dir, settings, model_digest, fmt, overwrite, claimed,
-                             policy, protected)
+                             policy, protected, precision)
         except TilecolorError as e:
             known[src] = ImageResult(str(src), "failed", error=str(e))
             log.error("%s", e)
@@ -354,7 +358,8 @@ def _finish(job: Job, future) -> ImageResult:
 
 
 def write_report(path: Path, results: list[ImageResult], seconds: float,
-                 settings: Settings, model_digest: str) -> Path:
+                 settings: Settings, model_digest: str, *, device: str = "cpu",
+                 precision: str = "fp32") -> Path:
     """The JSON run report: one entry per image plus totals."""
     done = [r for r in results if r.status == "done"]
     pixels = sum(r.height * r.width for r in done)
@@ -362,7 +367,8 @@ def write_report(path: Path, results: list[ImageResult], seconds: float,
         "settings": {"tile": settings.tile, "stride": settings.stride,
                      "render_scale": settings.render_scale,
                      "blend": str(settings.blend), "block": settings.block,
-                     "batch_size": settings.batch_size},
+                     "batch_size": settings.batch_size, "device": device,
+                     "precision": precision},
         "model_sha256": model_digest,
         "images": [r.to_dict() for r in results],
         "totals": {"images": len(results), "done": len(done),

@@ -34,7 +34,7 @@ class GeneratorPredictor:
         SHA-256 of its weights (the cache key and part of the run fingerprint).
     device : {"cpu", "cuda"}
     precision : {"fp32", "bf16", "fp16"}
-        Autocast dtype on CUDA; CPU always runs float32.
+        Autocast dtype on CUDA (:func:`resolve_precision`); CPU runs float32 only.
     threads : int or None
         torch intra-op threads per worker process (Dask nannies set OMP_NUM_THREADS=1,
         so this must be set explicitly to use more than one core).
@@ -105,8 +105,7 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
     """
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"device must be cpu or cuda, got device={device!r}")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"precision must be fp32, bf16 or fp16, got precision={precision!r}")
+    precision = resolve_precision(device, precision)
     path = resolve(checkpoint)
     if validate:  # load_generator checked the weights against this digest
         model, meta = load_generator(path)
@@ -116,6 +115,20 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
         multiple = 2 ** int(read_metadata(path)["architecture"].get("depth", 0))
     return GeneratorPredictor(str(path.resolve()), digest, device, precision, threads,
                               multiple)
+
+
+def resolve_precision(device: str, precision: str = "auto") -> str:
+    """The generator's arithmetic: ``auto`` is bf16 on CUDA (1.2x fp32's tiles/s at batch
+    32 on the H200, BENCHMARKS.md; bf16 keeps fp32's range, so no overflow where fp16
+    could) and fp32 on CPU, the only one the CPU path runs."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got "
+                          f"precision={precision!r}")
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    if precision != "fp32" and not device.startswith("cuda"):
+        raise ConfigError(f"precision {precision} needs device cuda (the CPU path runs fp32)")
+    return precision
 
 
 def available_cores() -> int:
@@ -132,7 +145,8 @@ def default_threads(workers: int) -> int:
 def default_batch_size(device: str, requested: int | None = None) -> int:
     """``requested``, or the default tiles per generator call: 8 on CPU (with NHWC
     activations 8 ran ~10 % faster than 16 or 32 on the 2-core dev machine: the activations
-    stay in cache), 32 on CUDA (the fastest batch on the H200, BENCHMARKS.md)."""
+    stay in cache), 32 on CUDA: 9.0-9.7k tiles/s in bf16 on the H200 in three runs, while
+    64 and 128 gave 12-13k in one run and 2.0-2.7k in others (BENCHMARKS.md)."""
     if requested is not None:
         return requested
     return 8 if device == "cpu" else 32

@@ -133,30 +133,19 @@ def machine(device: str) -> str:
 
 def generator_rows(args, rep: Report) -> dict[tuple[str, int], float]:
     """Section 1: tiles/s per (precision, batch)."""
-    import torch
+    from gpu_throughput import tiles_per_second
 
     from tilecolor.predict import make_predictor
 
     rep.add(f"\n### Generator alone: `{args.checkpoint}`, 256 x 256 tiles, "
             f"{args.seconds:g} s per cell\n",
             "| precision | batch | tiles/s | MP/s | vs fp32 |", "|---|---:|---:|---:|---:|")
-    x_all = np.random.default_rng(0).random((max(args.batches), 1, 256, 256),
-                                            dtype=np.float32) * 2 - 1
     tps: dict[tuple[str, int], float] = {}
     for precision in args.precisions:
         predict = make_predictor(args.checkpoint, device=args.device, precision=precision,
                                  threads=None if args.device == "cuda" else os.cpu_count())
-        for batch in args.batches:
-            x = x_all[:batch]
-            for _ in range(3):
-                predict(x)
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < args.seconds:
-                predict(x)  # host numpy out: the D2H copy is inside, as in the engine
-                n += batch
-            tps[precision, batch] = n / (time.perf_counter() - t0)
+        for batch in args.batches:  # host numpy out: the D2H copy is inside, as in the engine
+            tps[precision, batch] = tiles_per_second(predict, batch, args.seconds)
             ref = tps.get(("fp32", batch))
             rep.add(f"| {precision} | {batch} | {tps[precision, batch]:.0f} | "
                     f"{tps[precision, batch] * 65536 / 1e6:.1f} | "

@@ -19,10 +19,13 @@ from tilecolor.predict import make_predictor
 
 
 def tiles_per_second(predict, batch: int, seconds: float = 3.0) -> float:
+    """256^2 random tiles through ``predict`` for ``seconds`` after 3 warm-up calls (also
+    used by gpu_pipeline.py, whose dry run is on the CPU)."""
     x = (np.random.default_rng(0).random((batch, 1, 256, 256), dtype=np.float32) * 2 - 1)
     for _ in range(3):
         predict(x)
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         predict(x)  # returns host numpy: includes H2D and D2H like the engine's tasks

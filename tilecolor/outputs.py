@@ -13,6 +13,7 @@ the last row or column is averaged with itself (the mean of the pixels that exis
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -164,7 +165,7 @@ def write_tiff(rgb, path: Path, scratch: Path | None = None, *, name: str | None
             sources = [chunked.tiles(0, after_wait=level1), chunked.tiles(1)]
         else:
             sources = [tiles(_pushed(rgb, pyramid), OUTPUT_TILE)]
-        padded = sum(-(-h // OUTPUT_TILE) * -(-w // OUTPUT_TILE) for h, w in shapes)
+        padded = sum(_ceil_div(h, OUTPUT_TILE) * _ceil_div(w, OUTPUT_TILE) for h, w in shapes)
         big = padded * OUTPUT_TILE**2 * 3 * dtype.itemsize > 2**31
         # OME-XML is what makes Bio-Formats (QuPath, Fiji) take the SubIFDs for a pyramid
         with tifffile.TiffWriter(path, bigtiff=big, ome=True) as tif:
@@ -226,6 +227,13 @@ class _EncodedLevels:
             f.close()
 
 
+def chunk_aligned(block: int) -> bool:
+    """Whether blocks of ``block`` pixels hold whole TIFF tiles of levels 0 and 1, so each
+    chunk's tiles can be encoded on its own (:class:`ChunkedTiles`)."""
+    return block % (2 * OUTPUT_TILE) == 0
+
+
+@functools.cache
 def _tile_encoder() -> Callable[[np.ndarray], bytes]:
     import tifffile
 
@@ -300,7 +308,7 @@ class ChunkedTiles:
 
     def __init__(self, folder: Path, shape: tuple[int, int], block: int, level1=None,
                  wait_rows: Callable[[int, int], None] | None = None) -> None:
-        if block % (2 * OUTPUT_TILE):
+        if not chunk_aligned(block):
             raise ValueError(f"block must be a multiple of {2 * OUTPUT_TILE}, got {block}")
         self.folder, self.block, self.level1 = Path(folder), block, level1
         self.height, self.width = shape

@@ -172,9 +172,9 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
 def tiff_tiles(fmt: str, block: int) -> bool:
     """Whether the tasks that finish each chunk encode its TIFF tiles (the writer then copies
     bytes): TIFF outputs whose blocks hold whole tiles of levels 0 and 1."""
-    from tilecolor.outputs import OUTPUT_TILE
+    from tilecolor.outputs import chunk_aligned
 
-    return fmt == "tiff" and block % (2 * OUTPUT_TILE) == 0
+    return fmt == "tiff" and chunk_aligned(block)
 
 
 def plan_batch(inputs: list[Path], out_dir: Path, settings: Settings, model_digest: str, *,

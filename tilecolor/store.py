@@ -101,9 +101,9 @@ class WorkStore:
         the tasks that finish each output chunk also encode its TIFF tiles (levels 0 and 1;
         needs ``rgb`` output and blocks a multiple of ``2 * OUTPUT_TILE``).
         """
-        from tilecolor.outputs import OUTPUT_TILE, pyramid_shapes
+        from tilecolor.outputs import OUTPUT_TILE, chunk_aligned, pyramid_shapes
 
-        if tiff_tiles and (output != "rgb" or plan.block % (2 * OUTPUT_TILE)):
+        if tiff_tiles and (output != "rgb" or not chunk_aligned(plan.block)):
             raise ValueError(f"tiff_tiles needs rgb output and a block that is a multiple of "
                              f"{2 * OUTPUT_TILE}, got {output!r} and {plan.block}")
         path = Path(path)

@@ -92,3 +92,48 @@ def test_compose_keeps_lightness_of_in_gamut_colors():
     gray = rgb_to_gray((rgb * 65535).astype(np.uint16))
     out = compose_rgb(gray, lab[..., 1:], np.float32)
     np.testing.assert_allclose(out, rgb, atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_compiled_compose_matches_the_numpy_path(dtype):
+    """compose_planes (one compiled pass, the engine's path) against compose_rgb's numpy
+    integer path on the same chroma, with per-row and per-column weights folded in (the
+    blended sums divided by their weight sums) and strided planes, as the engine passes
+    them: within one level, on very few pixels (float32 rounding in another order)."""
+    from tilecolor import kernels
+    from tilecolor.color import _compose_numpy, compose_planes
+
+    if not kernels.AVAILABLE:
+        pytest.skip("numba is not installed: compose_planes is the numpy path itself")
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(11)
+    gray = rng.integers(0, top + 1, (97, 131), dtype=dtype)
+    sums = (rng.standard_normal((2, 97, 140)) * 0.4).astype(np.float32)[:, :, 5:136]
+    wy = rng.uniform(0.5, 2.0, 97).astype(np.float32)
+    wx = rng.uniform(0.5, 2.0, 131).astype(np.float32)
+    got = compose_planes(gray, sums[0], sums[1], dtype, 110 / wy, 1 / wx)
+    ab = np.moveaxis(sums * (110 / wy)[:, None] * (1 / wx)[None, :], 0, -1)
+    want = _compose_numpy(gray, ab.astype(np.float32), dtype)
+    assert got.dtype == dtype and got.shape == (97, 131, 3)
+    diff = np.abs(got.astype(np.int64) - want)
+    assert diff.max() <= 1
+    assert (diff > 0).mean() < 0.001
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_compiled_gather_is_gray_to_input_tile_by_tile(dtype):
+    """The engine's batches gathered straight from gray levels are exactly the tiles of
+    gray_to_input's float image, edges of the footprint included."""
+    from tilecolor import kernels
+    from tilecolor.color import input_table
+
+    if not kernels.AVAILABLE:
+        pytest.skip("numba is not installed: the engine stacks tiles of gray_to_input")
+    gray = np.random.default_rng(5).integers(0, np.iinfo(dtype).max + 1, (300, 333),
+                                             dtype=dtype)
+    ys, xs = np.array([0, 44, 0, 236]), np.array([0, 0, 269, 269])
+    got = np.empty((4, 1, 64, 64), np.float32)
+    kernels.gather(gray, input_table(dtype), ys, xs, got)
+    full = gray_to_input(gray)
+    want = np.stack([full[y : y + 64, x : x + 64] for y, x in zip(ys, xs, strict=True)])
+    np.testing.assert_array_equal(got[:, 0], want)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import smooth_image
+from distributed import wait
 from PIL import Image
 
 from tilecolor.color import compose_rgb, gray_to_lightness, lightness_to_input
@@ -263,9 +264,10 @@ def test_streaming_writer_output_equals_composed_store(client2, tmp_path):
 def test_tasks_encode_the_tiff_tiles_and_the_file_is_unchanged(client2, tmp_path, h, w,
                                                                stride, k, dtype):
     """With blocks holding whole TIFF tiles, the task that finishes each chunk (blend, or
-    compose at a reduced render scale) encodes its tiles of levels 0 and 1, and the
-    streaming writer copies them: the file is byte for byte what the writer alone writes
-    from the finished pixels."""
+    compose at a reduced render scale, or the block's own map task where no other block
+    reaches the chunk) encodes its tiles of levels 0 and 1, and the streaming writer copies
+    them: the file is byte for byte what the writer alone writes from the pixels of the
+    same graph run without encoded tiles."""
     from tilecolor.outputs import write_tiff
 
     img = smooth_image(h, w, seed=13, dtype=dtype)
@@ -273,15 +275,20 @@ def test_tasks_encode_the_tiff_tiles_and_the_file_is_unchanged(client2, tmp_path
     path = tmp_path / "in.tif"
     tifffile.imwrite(path, img, tile=(64, 64))
     info = probe(path)
-    store = WorkStore.create(tmp_path / "work.zarr", settings.plan(h, w), info.dtype,
-                             render=settings.render_plan(h, w), tiff_tiles=True)
+    plan, render = settings.plan(h, w), settings.render_plan(h, w)
+    reference = WorkStore.create(tmp_path / "ref.zarr", plan, info.dtype, render=render)
+    wait(submit_image(client2, info, reference, settings, affine).futures, timeout=300)
+    store = WorkStore.create(tmp_path / "work.zarr", plan, info.dtype, render=render,
+                             tiff_tiles=True)
     graph = submit_image(client2, info, store, settings, affine, dest=tmp_path / "out.tif",
                          fmt="tiff")
     assert graph.final.result(timeout=300) == str(tmp_path / "out.tif")
     graph.release(client2)
-    ny, nx = settings.plan(h, w).grid
+    ny, nx = plan.grid
     assert len(list((store.path / "tiles").glob("*.bin"))) == ny * nx  # one per chunk
-    write_tiff(store.array("rgb")[:], tmp_path / "ref.tif", name="out.tif")
+    # stride = tile: every chunk is its own block's alone, finished in its map task
+    assert len(graph.reduces) == (0 if stride == 64 else ny * nx * (1 if k == 1 else 2))
+    write_tiff(reference.array("rgb")[:], tmp_path / "ref.tif", name="out.tif")
     assert (tmp_path / "out.tif").read_bytes() == (tmp_path / "ref.tif").read_bytes()
     levels = tifffile.TiffFile(tmp_path / "out.tif").series[0].levels
     assert [lv.shape[:2] for lv in levels][:2] == [(h, w), ((h + 1) // 2, (w + 1) // 2)]

@@ -101,3 +101,21 @@ def test_plan_cost_matches_paper_ratio():
     assert Plan(4096, 4096, 256, 32, 2048).tile_pixels_per_pixel() == pytest.approx(
         (121 * 256 / 4096) ** 2)
     assert Plan(4096, 4096, 256, 256, 2048).tile_pixels_per_pixel() == 1.0
+
+
+@pytest.mark.parametrize("length,tile,stride,block", [
+    (4096, 256, 256, 1024), (4100, 256, 256, 1024), (1000, 256, 256, 512),
+    (4096, 256, 128, 1024), (300, 256, 256, 256), (200, 256, 256, 512),
+    (2100, 256, 256, 2048), (1100, 64, 64, 512), (1300, 64, 32, 512)])
+def test_self_contained_chunks_are_exactly_those_no_other_block_touches(length, tile, stride,
+                                                                      block):
+    """self_contained(blocks, k) against the definition: block k owns a tile, its
+    footprint stays inside chunk k, and no other block's footprint reaches chunk k."""
+    from tilecolor.tiling import self_contained
+
+    blocks = axis_blocks(length, tile, stride, block)
+    for b in blocks:
+        others = [o for o in blocks if o.index != b.index and o.fp_stop > o.start
+                  and o.start < b.stop and o.fp_stop > b.start]
+        want = b.last > b.first and b.fp_stop <= b.stop and not others
+        assert self_contained(blocks, b.index) == want, (b, others)

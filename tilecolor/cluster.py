@@ -51,7 +51,8 @@ GENERATOR = "generator"
 #: What the embedded cluster's worker processes import before they are forked (see
 #: start_worker_server): the generator's stack, so no worker pays for it after starting.
 WORKER_PRELOAD = ("distributed", "numpy", "zarr", "tifffile", "torch", "tilecolor.engine",
-                  "tilecolor.nets", "tilecolor.outputs", "tilecolor.predict")
+                  "tilecolor.kernels", "tilecolor.nets", "tilecolor.outputs",
+                  "tilecolor.predict")
 
 
 #: glibc malloc settings of the embedded cluster's worker processes (set in the environment

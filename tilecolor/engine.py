@@ -25,9 +25,12 @@ import numpy as np
 from tilecolor.blending import Blend, axis_weight_sum, axis_windows
 from tilecolor.color import (
     AB_SCALE,
+    compiled_kernels,
+    compose_planes,
     compose_rgb,
     gray_to_input,
     gray_to_lightness,
+    input_table,
     lightness_to_input,
 )
 from tilecolor.errors import ConfigError
@@ -35,7 +38,14 @@ from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
 from tilecolor.outputs import ChunkedTiles, downsample, encode_tiles, save_chunk_tiles
 from tilecolor.resample import downsample_mean, reduced_length, source_span, upsample_bilinear
 from tilecolor.store import STAGES, WorkStore
-from tilecolor.tiling import Plan, check_geometry, contributions, interior, tile_origins
+from tilecolor.tiling import (
+    Plan,
+    check_geometry,
+    contributions,
+    interior,
+    self_contained,
+    tile_origins,
+)
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -133,17 +143,22 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
         return {"tiles": 0, "seconds": time.perf_counter() - t0, "generator_seconds": 0.0,
                 "generator_cpu_seconds": 0.0}
     footprint = (slice(by.start, by.fp_stop), slice(bx.start, bx.fp_stop))
-    gray = None
+    gray, table, net_in = None, None, None
     if int(attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
         net_in = lightness_to_input(store.array("Ls")[footprint])
     else:
         gray = store.array("L")[footprint]
-        net_in = gray_to_input(gray)
-    # (fh, fw); an axis shorter than a tile is reflect-padded up to it (only whole-image axes)
-    pad = ((0, max(0, plan.tile - net_in.shape[0])), (0, max(0, plan.tile - net_in.shape[1])))
-    if pad[0][1] or pad[1][1]:
-        net_in = np.pad(net_in, pad, mode="reflect")
-    acc = np.zeros((2, *net_in.shape), dtype=np.float32)  # (2, fh, fw) sum(w * ab)
+        table = _gather_table(gray, plan.tile)
+        if table is None:
+            net_in = gray_to_input(gray)
+    if net_in is not None:
+        # an axis shorter than a tile is reflect-padded up to it (only whole-image axes)
+        pad = ((0, max(0, plan.tile - net_in.shape[0])),
+               (0, max(0, plan.tile - net_in.shape[1])))
+        if pad[0][1] or pad[1][1]:
+            net_in = np.pad(net_in, pad, mode="reflect")
+    shape = net_in.shape if net_in is not None else gray.shape
+    acc = np.zeros((2, *shape), dtype=np.float32)  # (2, fh, fw) sum(w * ab)
     # tiles whose window is 1 everywhere (uniform blend; cosine where tiles do not overlap)
     # skip the multiplication: a pass over every predicted value, the result unchanged
     flat_y, flat_x = (wy == 1).all(axis=1), (wx == 1).all(axis=1)
@@ -152,7 +167,12 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
               for i, y in enumerate(oy) for j, x in enumerate(ox)]
     for k in range(0, len(coords), batch_size):
         chunk = coords[k : k + batch_size]
-        batch = np.stack([net_in[y : y + t, x : x + t] for y, x, _, _ in chunk])[:, None]
+        if table is not None:  # network input straight from the gray levels, tile by tile
+            batch = np.empty((len(chunk), 1, t, t), np.float32)
+            compiled_kernels().gather(gray, table, np.array([y for y, _, _, _ in chunk]),
+                              np.array([x for _, x, _, _ in chunk]), batch)
+        else:
+            batch = np.stack([net_in[y : y + t, x : x + t] for y, x, _, _ in chunk])[:, None]
         t1, c1 = time.perf_counter(), time.thread_time()
         pred = np.require(predict(batch), np.float32, "W")  # (n, 2, t, t) ab / 110
         gen += time.perf_counter() - t1
@@ -168,13 +188,31 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     iy, ix = interior(plan.rows, r), interior(plan.cols, c)
     inner = (slice(iy.start - by.start, iy.stop - by.start),
              slice(ix.start - bx.start, ix.stop - bx.start))
+    # a chunk this block alone finishes, of a TIFF encoded chunk by chunk: encoded here,
+    # without the RGB scratch array's write and read, and without a blend task
+    whole = bool(attrs.get("tiff_tiles")) and int(attrs.get("render_factor", 1)) == 1 \
+        and self_contained(plan.rows, r) and self_contained(plan.cols, c)
     if iy.stop > iy.start and ix.stop > ix.start:
-        ab = _finish(acc[:, inner[0], inner[1]], plan, blend, iy, ix)
-        _put_blended(store, attrs, (iy, ix), ab, None if gray is None else gray[inner])
+        rgb = _put_blended(store, attrs, plan, blend, (iy, ix), acc[:, inner[0], inner[1]],
+                           None if gray is None else gray[inner], keep=not whole)
+        if whole:
+            _encode_chunk(store, attrs, plan, r, c, rgb)
+            store.mark_done("reduce", r, c)
     _write_bands(store, attrs, acc, r, c, inner)
     store.mark_done("map", r, c)
     return {"tiles": len(coords), "seconds": time.perf_counter() - t0, "generator_seconds": gen,
             "generator_cpu_seconds": gen_cpu}
+
+
+def _gather_table(gray: np.ndarray, tile: int) -> np.ndarray | None:
+    """The gray level -> network input table when batches can be gathered straight from
+    ``gray`` (integer levels, compiled kernels, no axis shorter than a tile), else None.
+    That skips a float32 copy of the footprint and a copy of each batch out of it (23 ms
+    a 2048^2 block, against 6: BENCHMARKS.md)."""
+    kernels = compiled_kernels()
+    if kernels is None or gray.dtype not in (np.uint8, np.uint16) or min(gray.shape) < tile:
+        return None
+    return input_table(gray.dtype)
 
 
 def _finish(sums: np.ndarray, plan: Plan, blend: Blend, ys: slice, xs: slice) -> np.ndarray:
@@ -228,7 +266,7 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
                 ab[:, cy.dst, cx.dst] += partial[
                     :, cy.block * fy + cy.src.start : cy.block * fy + cy.src.stop,
                     cx.block * fx + cx.src.start : cx.block * fx + cx.src.stop]
-        _put_blended(store, attrs, (ys, xs), _finish(ab, plan, blend, ys, xs))
+        _put_blended(store, attrs, plan, blend, (ys, xs), ab)
         pixels += ab.shape[1] * ab.shape[2]
     if attrs.get("tiff_tiles") and int(attrs.get("render_factor", 1)) == 1:
         _encode_chunk(store, attrs, plan, r, c)  # the chunk is final now
@@ -255,14 +293,30 @@ def _encode_chunk(store: WorkStore, attrs: dict, plan: Plan, r: int, c: int,
     save_chunk_tiles(store.path / "tiles" / f"{r}.{c}.bin", levels)
 
 
-def _put_blended(store: WorkStore, attrs: dict, region: tuple[slice, slice], ab: np.ndarray,
-                 gray: np.ndarray | None = None) -> None:
-    """Store blended chroma of ``region`` on the generator's grid: as ``ab_small`` when it
-    is the reduced one (upsampled later by :func:`compose_chunk`), else as the output."""
-    if int(attrs.get("render_factor", 1)) > 1:
-        store.array("ab_small", "r+")[region] = ab
-    else:
-        _put_chroma(store, attrs["output"], region, ab, gray)
+def _put_blended(store: WorkStore, attrs: dict, plan: Plan, blend: Blend,
+                 region: tuple[slice, slice], sums: np.ndarray, gray: np.ndarray | None = None,
+                 keep: bool = True) -> np.ndarray | None:
+    """Finish the blended sums (2, h, w) of ``region`` on the generator's grid and store
+    them: as ``ab_small`` when it is the reduced one (upsampled later by
+    :func:`compose_chunk`), as ``ab``, or composed with the original L (``gray``, read from
+    the store when not given) into ``rgb``, divided by the weights on the way (one pass,
+    :func:`tilecolor.color.compose_planes`). Returns the RGB pixels (None otherwise);
+    ``keep=False`` leaves them out of the store (the caller encodes them)."""
+    ys, xs = region
+    if int(attrs.get("render_factor", 1)) > 1 or attrs["output"] == "ab":
+        ab = _finish(sums, plan, blend, ys, xs)
+        reduced = int(attrs.get("render_factor", 1)) > 1
+        store.array("ab_small" if reduced else "ab", "r+")[region] = ab
+        return None
+    wy = _weight_sum(plan.height, plan.tile, plan.stride, blend)[ys]
+    wx = _weight_sum(plan.width, plan.tile, plan.stride, blend)[xs]
+    out = store.array("rgb", "r+") if keep else store.array("rgb")
+    gray = store.array("L")[region] if gray is None else gray
+    rgb = compose_planes(gray, sums[0], sums[1], out.dtype,
+                         (AB_SCALE / wy).astype(np.float32), (1.0 / wx).astype(np.float32))
+    if keep:
+        out[region] = rgb
+    return rgb
 
 
 def _put_chroma(store: WorkStore, output: str, region: tuple[slice, slice], ab: np.ndarray,
@@ -439,10 +493,14 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                 map_block, store, small, blend, r, c, settings.batch_size, predict, *deps,
                 key=(f"colorize_block-{token}", r, c), resources=settings.resources,
                 retries=retries, priority=order(r, c))
+    # chunks their own block finishes (and encodes) in its map task: no blend task
+    encoded = k == 1 and bool(store.attrs.get("tiff_tiles"))
+    by_map = {(r, c) for r in range(ny) for c in range(nx) if encoded
+              and self_contained(small.rows, r) and self_contained(small.cols, c)}
     reduces = {}
     for r in range(ny):
         for c in range(nx):
-            if reduced[r, c]:
+            if reduced[r, c] or (r, c) in by_map:
                 continue
             deps = [maps[(cy.block, cx.block)] for cy in contributions(small.rows, r)
                     for cx in contributions(small.cols, c) if (cy.block, cx.block) in maps]
@@ -466,7 +524,9 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                 composes[(r, c)] = client.submit(compose_chunk, store, plan, small, k, r, c,
                                                  *deps, key=(f"compose_chunk-{token}", r, c),
                                                  retries=retries, priority=order(r, c))
-    finishing = composes if k > 1 else reduces  # (r, c) -> the task that completes chunk
+    # (r, c) -> the task that completes chunk (r, c)
+    finishing = composes if k > 1 else {**{rc: maps[rc] for rc in by_map if rc in maps},
+                                        **reduces}
     final, variables = None, []
     if dest is not None:
         # no dependencies: the writer starts now and waits row by row (see write_output)

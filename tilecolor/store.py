@@ -58,7 +58,7 @@ STAGES = ("ingest", "map", "reduce", "compose")
 
 
 #: Bumped when the meaning of the arrays changes: a store of another layout is not resumed.
-LAYOUT = 3
+LAYOUT = 4
 #: Width of the partial sums' chunks across a band (bands are less than a tile wide).
 PARTIAL_CHUNK = 64
 

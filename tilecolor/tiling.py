@@ -112,6 +112,16 @@ def interior(blocks: Sequence[AxisBlock], k: int) -> slice:
     return slice(min(lo, b.stop), b.stop)
 
 
+def self_contained(blocks: Sequence[AxisBlock], k: int) -> bool:
+    """Whether block ``k`` alone finishes all of output chunk ``k`` and adds nothing
+    to any other: it owns a tile, its footprint ends with the chunk and the previous
+    block's does not reach into it (stride = tile with blocks a multiple of it, for
+    example, away from a far edge whose last tile is shifted back)."""
+    b = blocks[k]
+    return (b.last > b.first and b.fp_stop == b.stop
+            and (k == 0 or blocks[k - 1].fp_stop <= b.start))
+
+
 @dataclass(frozen=True)
 class Contribution:
     """Block ``block`` adds its footprint ``src`` (footprint coordinates) to ``dst`` (chunk

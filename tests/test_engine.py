@@ -286,8 +286,10 @@ def test_tasks_encode_the_tiff_tiles_and_the_file_is_unchanged(client2, tmp_path
     graph.release(client2)
     ny, nx = plan.grid
     assert len(list((store.path / "tiles").glob("*.bin"))) == ny * nx  # one per chunk
-    # stride = tile: every chunk is its own block's alone, finished in its map task
+    # stride = tile: every chunk is its own block's alone, finished in its map task, which
+    # reads its region of the input itself
     assert len(graph.reduces) == (0 if stride == 64 else ny * nx * (1 if k == 1 else 2))
+    assert len(graph.ingests) == (0 if stride == 64 else ny * nx)
     write_tiff(reference.array("rgb")[:], tmp_path / "ref.tif", name="out.tif")
     assert (tmp_path / "out.tif").read_bytes() == (tmp_path / "ref.tif").read_bytes()
     levels = tifffile.TiffFile(tmp_path / "out.tif").series[0].levels

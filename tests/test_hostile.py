@@ -283,3 +283,35 @@ def test_extreme_aspect_ratio_end_to_end(tmp_path, tiny_checkpoint):
     assert r.exit_code == 0, r.output
     with Image.open(tmp_path / "out" / "strip.png") as im:
         assert im.size == (100000, 3) and im.mode == "RGB"
+
+
+def test_corrupt_tile_read_by_a_generator_task_fails_its_image_only(tmp_path, tiny_checkpoint):
+    """With stride = tile and blocks of whole TIFF tiles, a block's generator task reads
+    its region of the input itself (no ingest task): a tile whose deflate stream is garbage
+    fails that image with one line naming the file and the rows, without a traceback, while
+    the other image of the batch completes and no partial output is left."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("good.tif", "bad.tif"):
+        tifffile.imwrite(d / name, smooth_image(1100, 700, seed=3), tile=(64, 64),
+                         compression="zlib")
+    with tifffile.TiffFile(d / "bad.tif") as tif:
+        page = tif.pages[0]
+        offset, count = page.dataoffsets[150], page.databytecounts[150]  # tile row 8
+    with open(d / "bad.tif", "r+b") as f:
+        f.seek(offset)
+        f.write(bytes(range(256)) * (count // 256) + bytes(count % 256))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "tilecolor", "run", "--input", str(d),
+                        "--output", str(out), "--checkpoint", str(tiny_checkpoint),
+                        "--tile", "64", "--stride", "64", "--block", "512",
+                        "--dashboard-address", "127.0.0.1:0", "--threads", "1", "-q"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert "1 colorized, 0 up to date, 1 failed" in r.stderr, r.stderr
+    assert "bad.tif: cannot decode TIFF rows 512:1024" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "Compute Failed" not in r.stderr, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".tilecolor", "good.tif"]

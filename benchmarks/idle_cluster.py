@@ -37,14 +37,16 @@ def tree_cpu() -> dict[int, float]:
     return out
 
 
-def idle_cpu(housekeeping: dict[str, str], seconds: float) -> tuple[float, float, float]:
+def idle_cpu(housekeeping: dict[str, str], heartbeat: float,
+             seconds: float) -> tuple[float, float, float]:
     """(driver, workers, wall) seconds: CPU over ``seconds`` of an idle 2-worker cluster."""
     import tilecolor.cluster as cluster
     from tilecolor.config import ClusterConfig
 
-    saved = dict(cluster.LOCAL_HOUSEKEEPING)
+    saved, saved_heartbeat = dict(cluster.LOCAL_HOUSEKEEPING), cluster.LOCAL_HEARTBEAT
     cluster.LOCAL_HOUSEKEEPING.clear()
     cluster.LOCAL_HOUSEKEEPING.update(housekeeping)
+    cluster.LOCAL_HEARTBEAT = heartbeat
     try:
         with cluster.connect(ClusterConfig(workers=2)) as client:
             client.wait_for_workers(2)
@@ -56,29 +58,34 @@ def idle_cpu(housekeeping: dict[str, str], seconds: float) -> tuple[float, float
     finally:
         cluster.LOCAL_HOUSEKEEPING.clear()
         cluster.LOCAL_HOUSEKEEPING.update(saved)
+        cluster.LOCAL_HEARTBEAT = saved_heartbeat
     driver = b.get(me, 0) - a.get(me, 0)
     workers = sum(v - a[pid] for pid, v in b.items() if pid != me and pid in a)
     return driver, workers, wall
 
 
 def main() -> None:
-    from tilecolor.cluster import LOCAL_HOUSEKEEPING
+    from tilecolor.cluster import LOCAL_HEARTBEAT, LOCAL_HOUSEKEEPING
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    settings = {"previous (" + ", ".join(PREVIOUS.values()) + ")": PREVIOUS,
-                "current (" + ", ".join(LOCAL_HOUSEKEEPING.values()) + ")":
-                    dict(LOCAL_HOUSEKEEPING)}
+    current = ", ".join(LOCAL_HOUSEKEEPING.values())
+    settings = {"previous (" + ", ".join(PREVIOUS.values()) + ", heartbeat 0.5s)":
+                    (PREVIOUS, 0.5),
+                f"current but heartbeat 0.5s ({current})": (dict(LOCAL_HOUSEKEEPING), 0.5),
+                f"current ({current}, heartbeat {LOCAL_HEARTBEAT:g}s)":
+                    (dict(LOCAL_HOUSEKEEPING), LOCAL_HEARTBEAT)}
     rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in settings}
     for k in range(args.repeat):
         names = list(settings) if k % 2 == 0 else list(settings)[::-1]
         for name in names:
-            rows[name].append(idle_cpu(settings[name], args.seconds))
+            rows[name].append(idle_cpu(*settings[name], args.seconds))
     cores = len(psutil.Process().cpu_affinity())
     print(f"\nIdle embedded cluster, 2 workers, {args.seconds:.0f} s per round, "
-          f"{args.repeat} rounds (profile, tick, system monitor, memory monitor intervals)\n")
+          f"{args.repeat} rounds (profile, tick, system monitor, memory monitor intervals; "
+          f"worker heartbeats)\n")
     print("| housekeeping | driver core-s | workers core-s | total core-s | "
           "share of the machine |\n|---|---|---|---|---|")
     for name, runs in rows.items():

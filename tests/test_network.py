@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import dask
 import psutil
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from conftest import free_port, smooth_image, wait_for_cluster
 
 from tilecolor.cli import main
-from tilecolor.cluster import LOCAL_HOUSEKEEPING, connect
+from tilecolor.cluster import LOCAL_HEARTBEAT, LOCAL_HOUSEKEEPING, connect
 from tilecolor.config import ClusterConfig
 
 FAST = ["--tile", "64", "--stride", "32", "--block", "128", "--threads", "1"]
@@ -46,6 +47,16 @@ def test_embedded_cluster_and_dashboard_listen_on_loopback_only():
         # the lighter event-loop housekeeping reaches the forked worker processes
         seen = client.run(lambda: {k: dask.config.get(k) for k in LOCAL_HOUSEKEEPING})
         assert seen and all(v == LOCAL_HOUSEKEEPING for v in seen.values()), seen
+        # and the workers send their heartbeats at LOCAL_HEARTBEAT, not Dask's 0.5 s (a
+        # worker starts at 1 s and takes the scheduler's pace from its first heartbeat)
+        deadline = time.monotonic() + 10
+        while True:
+            period = client.run(lambda dask_worker:
+                                dask_worker.periodic_callbacks["heartbeat"].callback_time)
+            if set(period.values()) == {LOCAL_HEARTBEAT * 1000} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert set(period.values()) == {LOCAL_HEARTBEAT * 1000}, period
 
 
 @pytest.mark.parametrize("args,message", [

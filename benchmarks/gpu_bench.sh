@@ -11,7 +11,9 @@
 # The device image's python3 is 3.12 and nothing can be installed there from a registry,
 # so dask, distributed, zarr (+numcodecs, donfig, crc32c), bokeh, tornado, tifffile and
 # imagecodecs travel pre-installed for 3.12 (imagecodecs cut to its deflate, zlib, delta and
-# PNG codecs: the whole wheel would not fit the 64 MiB a call may carry).
+# PNG codecs: the whole wheel would not fit the 64 MiB a call may carry). numba (llvmlite
+# alone is a 60 MB wheel) does not travel either: the device runs tilecolor's numpy paths
+# for the per-pixel kernels (tilecolor.kernels.AVAILABLE is False there).
 set -u
 if [ "${1:-}" = prepare ]; then
     set -e

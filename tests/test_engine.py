@@ -333,3 +333,26 @@ def test_store_removal_deletes_every_file(tmp_path):
     store.remove()
     assert not store.path.exists() and not store.exists()
     store.remove()  # a second removal is a no-op
+
+
+@pytest.mark.parametrize("h,w", [(100, 700), (700, 90), (130, 150)])
+def test_axis_shorter_than_a_tile_through_the_map_task_encoding(client1, tmp_path, h, w):
+    """An image with an axis shorter than a tile (reflect-padded, no gathered batches),
+    stride = tile and blocks of whole TIFF tiles: its map tasks read the TIFF and encode the
+    chunks, and the file equals the one of a non-encoded run (block 128)."""
+    img = smooth_image(h, w, seed=21)
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, img, tile=(64, 64))
+    info = probe(path)
+    outs = []
+    for block, tiles in ((1024, True), (128, False)):
+        settings = Settings(tile=128, stride=128, block=block, blend="cosine")
+        store = WorkStore.create(tmp_path / f"w{block}.zarr", settings.plan(h, w), info.dtype,
+                                 tiff_tiles=tiles)
+        dest = tmp_path / f"out{block}.tif"
+        graph = submit_image(client1, info, store, settings, affine, dest=dest, fmt="tiff")
+        assert graph.final.result(timeout=300) == str(dest)
+        graph.release(client1)
+        assert not tiles or (len(graph.ingests), len(graph.reduces)) == (0, 0)
+        outs.append(tifffile.imread(dest))
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -150,12 +150,10 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     gray, table, net_in = None, None, None
     if int(attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
         net_in = lightness_to_input(store.array("Ls")[footprint])
-    elif source is not None:
-        gray = read_tiff_region(source.path, by.start, by.fp_stop, bx.start, bx.fp_stop,
-                                page=source.page)
-        table = _gather_table(gray, plan.tile)
     else:
-        gray = store.array("L")[footprint]
+        gray = (store.array("L")[footprint] if source is None else
+                read_tiff_region(source.path, by.start, by.fp_stop, bx.start, bx.fp_stop,
+                                 page=source.page))
         table = _gather_table(gray, plan.tile)
         if table is None:
             net_in = gray_to_input(gray)

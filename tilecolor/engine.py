@@ -201,10 +201,7 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     iy, ix = interior(plan.rows, r), interior(plan.cols, c)
     inner = (slice(iy.start - by.start, iy.stop - by.start),
              slice(ix.start - bx.start, ix.stop - bx.start))
-    # a chunk this block alone finishes, of a TIFF encoded chunk by chunk: encoded here,
-    # without the RGB scratch array's write and read, and without a blend task
-    whole = bool(attrs.get("tiff_tiles")) and int(attrs.get("render_factor", 1)) == 1 \
-        and self_contained(plan.rows, r) and self_contained(plan.cols, c)
+    whole = finished_by_map(attrs, plan, r, c)
     if iy.stop > iy.start and ix.stop > ix.start:
         rgb = _put_blended(store, attrs, plan, blend, (iy, ix), acc[:, inner[0], inner[1]],
                            None if gray is None else gray[inner], keep=not whole)
@@ -215,6 +212,14 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     store.mark_done("map", r, c)
     return {"tiles": len(coords), "seconds": time.perf_counter() - t0, "generator_seconds": gen,
             "generator_cpu_seconds": gen_cpu}
+
+
+def finished_by_map(attrs: dict, plan: Plan, r: int, c: int) -> bool:
+    """Whether chunk (r, c) is finished and encoded by its block's map task: a TIFF encoded
+    chunk by chunk (``attrs`` of the store), chroma at full scale, and no other block
+    reaching the chunk. Its RGB never goes through the store, and it has no blend task."""
+    return (bool(attrs.get("tiff_tiles")) and int(attrs.get("render_factor", 1)) == 1
+            and self_contained(plan.rows, r) and self_contained(plan.cols, c))
 
 
 def _cuts(origins: np.ndarray, tile: int, length: int) -> bool:
@@ -322,10 +327,10 @@ def _put_blended(store: WorkStore, attrs: dict, plan: Plan, blend: Blend,
     :func:`tilecolor.color.compose_planes`). Returns the RGB pixels (None otherwise);
     ``keep=False`` leaves them out of the store (the caller encodes them)."""
     ys, xs = region
-    if int(attrs.get("render_factor", 1)) > 1 or attrs["output"] == "ab":
-        ab = _finish(sums, plan, blend, ys, xs)
-        reduced = int(attrs.get("render_factor", 1)) > 1
-        store.array("ab_small" if reduced else "ab", "r+")[region] = ab
+    reduced = int(attrs.get("render_factor", 1)) > 1
+    if reduced or attrs["output"] == "ab":
+        store.array("ab_small" if reduced else "ab", "r+")[region] = \
+            _finish(sums, plan, blend, ys, xs)
         return None
     wy = _weight_sum(plan.height, plan.tile, plan.stride, blend)[ys]
     wx = _weight_sum(plan.width, plan.tile, plan.stride, blend)[xs]
@@ -491,9 +496,9 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
     ingested, done, reduced, composed = (store.blocks_done(stage) for stage in STAGES)
     # chunks their own block finishes (and encodes) in its map task: no blend task, and
     # for a TIFF input no ingest task either (the map task reads its region itself)
-    encoded = k == 1 and bool(store.attrs.get("tiff_tiles"))
-    by_map = {(r, c) for r in range(ny) for c in range(nx) if encoded
-              and self_contained(small.rows, r) and self_contained(small.cols, c)}
+    attrs = store.attrs
+    by_map = {(r, c) for r in range(ny) for c in range(nx)
+              if finished_by_map(attrs, small, r, c)}
     ingest: dict[tuple[int, int], object] = {}
     if info.format == "tiff":  # read by region, block by block, in parallel
         for r, c in np.argwhere(~ingested).tolist():

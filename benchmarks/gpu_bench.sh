@@ -11,9 +11,9 @@
 # The device image's python3 is 3.12 and nothing can be installed there from a registry,
 # so dask, distributed, zarr (+numcodecs, donfig, crc32c), bokeh, tornado, tifffile and
 # imagecodecs travel pre-installed for 3.12 (imagecodecs cut to its deflate, zlib, delta and
-# PNG codecs: the whole wheel would not fit the 64 MiB a call may carry). numba (llvmlite
-# alone is a 60 MB wheel) does not travel either: the device runs tilecolor's numpy paths
-# for the per-pixel kernels (tilecolor.kernels.AVAILABLE is False there).
+# PNG codecs: the whole wheel would not fit the 64 MiB a call may carry). numba and
+# llvmlite do not travel: the device image has its own (env.txt records the versions and
+# whether tilecolor's compiled kernels load; --kernels-ab adds numpy-path rows).
 set -u
 if [ "${1:-}" = prepare ]; then
     set -e
@@ -42,8 +42,13 @@ export PYTHONPATH=$PWD:/tmp/site
     nproc; free -g | head -2
     python3 -c "import sys,torch,dask,distributed,zarr,tifffile,numpy,imagecodecs
 print(sys.version.split()[0], 'torch', torch.__version__, 'dask', dask.__version__,
-      'zarr', zarr.__version__, 'tifffile', tifffile.__version__, 'numpy', numpy.__version__)"
+      'zarr', zarr.__version__, 'tifffile', tifffile.__version__, 'numpy', numpy.__version__)
+from tilecolor import kernels
+print('numba', getattr(kernels.numba, '__version__', None), 'kernels', kernels.AVAILABLE)"
 } > "$OUT/env.txt" 2>&1
+# a numba that cannot compile the kernels must not sink the run: the numpy paths then
+python3 -c "import tilecolor.kernels" >> "$OUT/env.txt" 2>&1 \
+    || { echo "kernels do not load: TILECOLOR_KERNELS=0" >> "$OUT/env.txt"; export TILECOLOR_KERNELS=0; }
 if [ "${GPU_TESTS:-1}" = 1 ]; then
     timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
         tests/test_train.py::test_cuda_bf16_training_resumes_exactly_when_deterministic \

@@ -186,14 +186,27 @@ def agreement(args, rep: Report, work: Path, base: np.ndarray) -> None:
 
 
 def pipeline_row(args, rep: Report, inp: Path, out: Path, side: int, workers: int | None,
-                 ceiling: float | None) -> float:
+                 ceiling: float | None, kernels: bool = True) -> float:
+    """One `tilecolor run` row; ``kernels=False`` runs it with TILECOLOR_KERNELS=0 (the
+    numpy paths; the variable reaches the workers through the environment)."""
     extra = ["--device", args.device, *(["--workers", str(workers)] if workers else [])]
-    wall, inside, peak, (gpu, cpu) = cli(args, inp, out, *extra)
+    saved = os.environ.get("TILECOLOR_KERNELS")
+    if not kernels:
+        os.environ["TILECOLOR_KERNELS"] = "0"
+    try:
+        wall, inside, peak, (gpu, cpu) = cli(args, inp, out, *extra)
+    finally:
+        os.environ.pop("TILECOLOR_KERNELS", None)
+        if saved is not None:
+            os.environ["TILECOLOR_KERNELS"] = saved
     report = json.loads(sorted((out / ".tilecolor" / "reports").glob("run-*.json"))[-1]
                         .read_text())
     mp = side * side / 1e6
     vs = f"{mp / wall / ceiling:.3f}x" if ceiling else "-"
-    rep.add(f"| {workers or 'default (' + str(report_workers(args)) + ')'} | "
+    from tilecolor import kernels as compiled
+
+    used = "numba" if kernels and compiled.AVAILABLE else "numpy"
+    rep.add(f"| {workers or 'default (' + str(report_workers(args)) + ')'} | {used} | "
             f"{report['settings']['precision']} | {report['settings']['batch_size']} | "
             f"{wall:.1f} | {inside:.1f} | {mp / wall:.1f} | {vs} | {gpu} | {cpu} | "
             f"{peak / 2**30:.2f} GiB |")
@@ -209,9 +222,10 @@ def report_workers(args) -> int:
 
 def header(rep: Report, title: str) -> None:
     rep.add(f"\n### {title}\n",
-            "| workers | precision | batch | wall s | in-cluster s | MP/s (wall) | "
-            "vs generator alone | GPU busy | CPU busy (machine) | peak RSS (tree) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| workers | per-pixel kernels | precision | batch | wall s | in-cluster s | "
+            "MP/s (wall) | vs generator alone | GPU busy | CPU busy (machine) | "
+            "peak RSS (tree) |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def main() -> None:
@@ -229,6 +243,9 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=1e9,
                     help="seconds; steps that would start later are skipped")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--kernels-ab", action="store_true",
+                    help="each sweep row twice: compiled per-pixel kernels, then numpy "
+                         "(TILECOLOR_KERNELS=0)")
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     args.precisions = args.precisions.split(",") if args.device == "cuda" else ["fp32"]
@@ -275,6 +292,9 @@ def main() -> None:
                     break
                 rate = pipeline_row(args, rep, inp, work / f"sweep-{w}", args.sweep_side, w,
                                     ceiling)
+                if args.kernels_ab and left():
+                    pipeline_row(args, rep, inp, work / f"sweep-{w}-numpy", args.sweep_side,
+                                 w, ceiling, kernels=False)
                 if rate > best:
                     best, best_workers = rate, w
             shutil.rmtree(inp, ignore_errors=True)

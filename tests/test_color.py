@@ -137,3 +137,18 @@ def test_compiled_gather_is_gray_to_input_tile_by_tile(dtype):
     full = gray_to_input(gray)
     want = np.stack([full[y : y + 64, x : x + 64] for y, x in zip(ys, xs, strict=True)])
     np.testing.assert_array_equal(got[:, 0], want)
+
+
+def test_kernels_switch_off_runs_the_numpy_paths():
+    """TILECOLOR_KERNELS=0 (an A/B switch for benchmarks and a way around a broken numba):
+    a fresh process reports no compiled kernels and never imports numba."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from tilecolor import kernels; from tilecolor.color import "
+            "compiled_kernels; print(kernels.AVAILABLE, compiled_kernels() is None, "
+            "'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TILECOLOR_KERNELS": "0"})
+    assert out.stdout.split() == ["False", "True", "False"]

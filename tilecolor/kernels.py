@@ -5,7 +5,7 @@ it is some forty passes over float32 temporaries (121 ms for a 2048x2048 block o
 dev machine, a fifth of what a block costs besides the generator). Here it is one pass,
 18 ms (BENCHMARKS.md). The arithmetic is :func:`tilecolor.color.compose_rgb`'s integer fast
 path, step for step; the numpy version stays as the fallback (``AVAILABLE`` is False where
-numba is missing) and as the tests' reference.
+numba is missing, or ``TILECOLOR_KERNELS=0`` is set) and as the tests' reference.
 
 The kernels are compiled at import for their few signatures and cached on disk (numba's
 ``cache=True``): the embedded cluster's forkserver imports this module once (WORKER_PRELOAD)
@@ -15,12 +15,17 @@ eagerly: a process that never composes never loads numba.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a dependency; this keeps a broken
-    numba = None     # install working (the numpy path) instead of failing at import
+if os.environ.get("TILECOLOR_KERNELS", "1") == "0":  # the numpy paths, on purpose (A/B)
+    numba = None
+else:
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency; this keeps a broken
+        numba = None     # install working (the numpy path) instead of failing at import
 
 AVAILABLE = numba is not None
 

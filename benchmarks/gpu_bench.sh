@@ -42,12 +42,12 @@ export PYTHONPATH=$PWD:/tmp/site
     nproc; free -g | head -2
     python3 -c "import sys,torch,dask,distributed,zarr,tifffile,numpy,imagecodecs
 print(sys.version.split()[0], 'torch', torch.__version__, 'dask', dask.__version__,
-      'zarr', zarr.__version__, 'tifffile', tifffile.__version__, 'numpy', numpy.__version__)
-from tilecolor import kernels
-print('numba', getattr(kernels.numba, '__version__', None), 'kernels', kernels.AVAILABLE)"
+      'zarr', zarr.__version__, 'tifffile', tifffile.__version__, 'numpy', numpy.__version__)"
 } > "$OUT/env.txt" 2>&1
 # a numba that cannot compile the kernels must not sink the run: the numpy paths then
-python3 -c "import tilecolor.kernels" >> "$OUT/env.txt" 2>&1 \
+python3 -c "from tilecolor import kernels
+print('numba', getattr(kernels.numba, '__version__', None), 'kernels', kernels.AVAILABLE)" \
+    >> "$OUT/env.txt" 2>&1 \
     || { echo "kernels do not load: TILECOLOR_KERNELS=0" >> "$OUT/env.txt"; export TILECOLOR_KERNELS=0; }
 if [ "${GPU_TESTS:-1}" = 1 ]; then
     timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \

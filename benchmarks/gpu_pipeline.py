@@ -189,16 +189,11 @@ def pipeline_row(args, rep: Report, inp: Path, out: Path, side: int, workers: in
                  ceiling: float | None, kernels: bool = True) -> float:
     """One `tilecolor run` row; ``kernels=False`` runs it with TILECOLOR_KERNELS=0 (the
     numpy paths; the variable reaches the workers through the environment)."""
+    from unittest.mock import patch
+
     extra = ["--device", args.device, *(["--workers", str(workers)] if workers else [])]
-    saved = os.environ.get("TILECOLOR_KERNELS")
-    if not kernels:
-        os.environ["TILECOLOR_KERNELS"] = "0"
-    try:
+    with patch.dict(os.environ, {} if kernels else {"TILECOLOR_KERNELS": "0"}):
         wall, inside, peak, (gpu, cpu) = cli(args, inp, out, *extra)
-    finally:
-        os.environ.pop("TILECOLOR_KERNELS", None)
-        if saved is not None:
-            os.environ["TILECOLOR_KERNELS"] = saved
     report = json.loads(sorted((out / ".tilecolor" / "reports").glob("run-*.json"))[-1]
                         .read_text())
     mp = side * side / 1e6

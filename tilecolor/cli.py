@@ -284,8 +284,14 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
                 html = report_dir / f"run-{stamp}.html"
                 with (performance_report(filename=str(html)) if cfg.report
                       else contextlib.nullcontext()):
-                    results.update(run_jobs(client, jobs, settings, predict,
-                                            progress=progress))
+                    # the embedded cluster's workers: one generator slot each, and the
+                    # cores they were given (CPU); other clusters get every task at once
+                    local = cluster.kind == "local"
+                    results.update(run_jobs(
+                        client, jobs, settings, predict, progress=progress,
+                        slots=cluster.workers if local else None,
+                        cores=cluster.workers * threads if local and threads
+                        and cfg.device == "cpu" else None))
             ordered = [results[p] for p in inputs]
             json_path = write_report(report_dir / f"run-{stamp}.json", ordered,
                                      time.perf_counter() - t0, settings, predict.digest,

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -134,7 +135,9 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     """Run the generator on every tile block (r, c) owns; finish the chunk's interior and
     write the partial sums of the bands its neighbours also reach. The gray comes from the
     working store's ``L``, or straight from the input TIFF ``source`` where given (a chunk
-    nothing else reads it for: no ingest task)."""
+    nothing else reads it for: no ingest task). A :class:`GeneratorPredictor` is switched
+    to more torch threads from the next batch on once the store holds that hint
+    (:meth:`WorkStore.set_threads`: cores fell idle at the end of the run)."""
     t0 = time.perf_counter()
     attrs = store.attrs
     by, bx = plan.rows[r], plan.cols[c]
@@ -175,8 +178,11 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     t, gen, gen_cpu = plan.tile, 0.0, 0.0
     coords = [(int(y) - by.start, int(x) - bx.start, i, j)
               for i, y in enumerate(oy) for j, x in enumerate(ox)]
+    threads = getattr(predict, "threads", None)  # a GeneratorPredictor's, None for others
     for k in range(0, len(coords), batch_size):
         chunk = coords[k : k + batch_size]
+        if threads and (hint := store.threads()) and hint > threads:
+            predict, threads = replace(predict, threads=hint), hint  # cores fell idle
         if table is not None:  # network input straight from the gray levels, tile by tile
             batch = np.empty((len(chunk), 1, t, t), np.float32)
             compiled_kernels().gather(gray, table, np.array([y for y, _, _, _ in chunk]),
@@ -451,37 +457,134 @@ class _RowsWhenReady:
 class ImageGraph:
     """The futures of one image (only the stages not already done). ``reduces`` ends with
     the compose tasks when chroma is rendered at reduced scale: waiting on all of it means
-    the output array is complete."""
+    the output array is complete.
+
+    Submitted with ``defer=True``, the generator tasks go to the scheduler only as
+    :meth:`feed` releases them, in block order, each with the tasks that depend on it
+    alone; ``maps`` and ``reduces`` grow as they are submitted, and :attr:`held` says how
+    many generator tasks are still to come.
+    """
 
     ingests: list
     maps: list
     reduces: list
     final: object
     variables: list = field(default_factory=list)  #: what the writer waits on
+    feeder: _Feeder | None = field(default=None, repr=False)
 
     @property
     def futures(self) -> list:
         return [*self.ingests, *self.maps, *self.reduces,
                 *([self.final] if self.final is not None else [])]
 
+    @property
+    def held(self) -> int:
+        """Generator tasks not yet submitted (:meth:`feed` submits them)."""
+        return len(self.feeder.maps) if self.feeder is not None else 0
+
+    @property
+    def unsubmitted(self) -> int:
+        """Tasks not yet submitted: the held generator tasks and those waiting for them."""
+        return len(self.feeder.specs) if self.feeder is not None else 0
+
+    def feed(self, n: int | None = None) -> list:
+        """Submit the next ``n`` generator tasks (all of them when None) and the tasks that
+        were waiting only for them; returns the new futures."""
+        if self.feeder is None:
+            return []
+        new = self.feeder.release(n)
+        self.maps += [f for f, is_map in new if is_map]
+        self.reduces += [f for f, is_map in new if not is_map]
+        return [f for f, _ in new]
+
     def release(self, client) -> None:
         """Drop the scheduler's Variables for this image (call once it is finished)."""
         from distributed import Variable
 
+        self.feeder = None  # a failed image submits nothing more
         for name in self.variables:
             Variable(name, client=client).delete()
         self.variables = []
 
 
+class _Feeder:
+    """Tasks submitted once the tasks they depend on are: the generator tasks in the order
+    they were added, as :meth:`release` lets them go, and every other task as soon as the
+    last of its dependencies was submitted (or at once, where it has none left to wait
+    for). ``then(future)`` runs as each task is submitted (the writer's Variables)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.futures: dict = {}  #: key -> future, every task submitted so far
+        self.maps: deque = deque()  #: generator tasks' keys, not submitted yet
+        self.specs: dict = {}  #: key -> (fn, args, deps, kwargs, then, is_map)
+        self.waiting: dict = {}  #: key of a task that waits -> dependencies not submitted
+        self.dependents: dict = {}  #: key -> keys of the tasks waiting for it
+
+    def add(self, key, fn, args: tuple, deps: list, kwargs: dict, *, is_map: bool = False,
+            then: Callable | None = None) -> list:
+        """Add a task that depends on the tasks ``deps`` (keys; their futures are passed
+        after ``args``); returns what was submitted right away ((future, is_map) pairs)."""
+        self.specs[key] = (fn, args, deps, kwargs, then, is_map)
+        missing = {d for d in deps if d not in self.futures}
+        if is_map:
+            self.maps.append(key)
+            for d in missing:  # the engine's maps depend on ingests, submitted at once
+                raise ValueError(f"generator task {key} depends on {d}, not submitted")
+            return []
+        if not missing:
+            return self._submit(key)
+        self.waiting[key] = missing
+        for d in missing:
+            self.dependents.setdefault(d, []).append(key)
+        return []
+
+    def now(self, key, fn, args: tuple, kwargs: dict):
+        """Submit a task with no deferred dependencies at once; returns its future."""
+        self.specs[key] = (fn, args, [], kwargs, None, False)
+        return self._submit(key)[0][0]
+
+    def release(self, n: int | None = None) -> list:
+        new = []
+        while self.maps and (n is None or n > 0):
+            new += self._submit(self.maps.popleft())
+            n = None if n is None else n - 1
+        return new
+
+    def _submit(self, key) -> list:
+        fn, args, deps, kwargs, then, is_map = self.specs.pop(key)
+        future = self.client.submit(fn, *args, *(self.futures[d] for d in deps), key=key,
+                                    **kwargs)
+        self.futures[key] = future
+        if then is not None:
+            then(future)
+        new = [(future, is_map)]
+        for waiter in self.dependents.pop(key, ()):
+            missing = self.waiting[waiter]
+            missing.discard(key)
+            if not missing:
+                del self.waiting[waiter]
+                new += self._submit(waiter)
+        return new
+
+
 def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                  predict: Predict, *, dest: Path | None = None, fmt: str | None = None,
-                 retries: int = 1, rank: int = 0) -> ImageGraph:
+                 retries: int = 1, rank: int = 0, defer: bool = False) -> ImageGraph:
     """Submit ingest, map, reduce and (if ``dest``) write tasks for one image.
 
     Returns the futures; the caller waits on them. Keys carry readable prefixes
     (``ingest``, ``colorize_block``, ``blend_chunk``, ``write_output``) so the dashboard's
     task stream shows what runs. Blocks run in row-major order (the streaming writer
     follows them row by row), and the images of a batch in ``rank`` order.
+
+    ``defer=True`` submits no generator task yet: :meth:`ImageGraph.feed` does, a few at a
+    time (:func:`tilecolor.pipeline.run_jobs` keeps each worker's generator slot and the
+    next task busy). Dask hands a task that needs a resource to a worker the moment it is
+    submitted, and moves it later only from a worker running more tasks than it has
+    threads: submitted all at once, the blocks were dealt out evenly, and the worker that
+    also ran the writer, or sat on the slower core, still had one or two blocks to go when
+    the other ran out (0.2-4.4 s at 268 MP on 2 cores, BENCHMARKS.md).
     """
     plan = settings.plan(info.height, info.width)
     small, k = settings.render_plan(info.height, info.width), settings.factor
@@ -499,18 +602,32 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
     attrs = store.attrs
     by_map = {(r, c) for r in range(ny) for c in range(nx)
               if finished_by_map(attrs, small, r, c)}
-    ingest: dict[tuple[int, int], object] = {}
+    feeder = _Feeder(client)
+    variables: dict[tuple[int, int], str] = {}  # chunk -> the writer's Variable for it
+    if dest is not None:
+        from distributed import Variable
+
+    def then(r: int, c: int) -> Callable | None:
+        """What to do once the task that completes chunk (r, c) is submitted."""
+        if dest is None:
+            return None
+        variables[(r, c)] = f"tilecolor-{token}-{r}-{c}"
+        return lambda future: Variable(variables[(r, c)], client=client).set(future)
+
+    ingest: dict[tuple[int, int], tuple] = {}  # block -> its ingest task's key
+    ingest_futures = []
     if info.format == "tiff":  # read by region, block by block, in parallel
         for r, c in np.argwhere(~ingested).tolist():
             if (r, c) in by_map:
                 continue
-            ingest[(r, c)] = client.submit(ingest_region, info, store, plan, r, c,
-                                           key=(f"ingest-{token}", r, c), retries=retries,
-                                           priority=order(r, c))
+            ingest[(r, c)] = key = (f"ingest-{token}", r, c)
+            ingest_futures.append(feeder.now(key, ingest_region, (info, store, plan, r, c),
+                                             dict(retries=retries, priority=order(r, c))))
     elif not ingested.all():
-        whole = client.submit(ingest_region, info, store, plan, None, None,
-                              key=(f"ingest-{token}", 0, 0), retries=retries, priority=first)
-        ingest = {(r, c): whole for r in range(ny) for c in range(nx)}
+        key = (f"ingest-{token}", 0, 0)
+        ingest_futures.append(feeder.now(key, ingest_region, (info, store, plan, None, None),
+                                         dict(retries=retries, priority=first)))
+        ingest = {(r, c): key for r in range(ny) for c in range(nx)}
     maps = {}
     for r in range(ny):
         for c in range(nx):
@@ -519,13 +636,17 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
             # the footprint may reach into the next chunk row/column (< tile pixels)
             down = (r, r + 1) if small.rows[r].fp_stop > small.rows[r].stop else (r,)
             right = (c, c + 1) if small.cols[c].fp_stop > small.cols[c].stop else (c,)
-            deps = {ingest[(rr, cc)] for rr in down for cc in right if (rr, cc) in ingest}
+            deps = list(dict.fromkeys(ingest[(rr, cc)] for rr in down for cc in right
+                                      if (rr, cc) in ingest))
             direct = info.format == "tiff" and (r, c) in by_map and not ingested[r, c]
-            maps[(r, c)] = client.submit(
-                map_block, store, small, blend, r, c, settings.batch_size, predict, *deps,
-                source=info if direct else None, key=(f"colorize_block-{token}", r, c),
-                resources=settings.resources, retries=retries, priority=order(r, c))
+            maps[(r, c)] = key = (f"colorize_block-{token}", r, c)
+            feeder.add(key, map_block, (store, small, blend, r, c, settings.batch_size,
+                                        predict), deps,
+                       dict(source=info if direct else None, resources=settings.resources,
+                            retries=retries, priority=order(r, c)),
+                       is_map=True, then=then(r, c) if (r, c) in by_map else None)
     reduces = {}
+    submitted = []
     for r in range(ny):
         for c in range(nx):
             if reduced[r, c] or (r, c) in by_map:
@@ -536,10 +657,10 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                 deps.append(maps[(r, c)])
             if k == 1 and (r, c) in ingest:  # composes RGB from L
                 deps.append(ingest[(r, c)])
-            reduces[(r, c)] = client.submit(reduce_chunk, store, small, blend, r, c, *deps,
-                                            key=(f"blend_chunk-{token}", r, c),
-                                            retries=retries, priority=order(r, c))
-    composes = {}
+            reduces[(r, c)] = key = (f"blend_chunk-{token}", r, c)
+            submitted += feeder.add(key, reduce_chunk, (store, small, blend, r, c), deps,
+                                    dict(retries=retries, priority=order(r, c)),
+                                    then=then(r, c) if k == 1 else None)
     if k > 1:  # upsample the reduced chroma under the full-resolution L, chunk by chunk
         for r in range(ny):
             for c in range(nx):
@@ -549,26 +670,21 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                         if (rr, cc) in reduces]
                 if (r, c) in ingest:
                     deps.append(ingest[(r, c)])
-                composes[(r, c)] = client.submit(compose_chunk, store, plan, small, k, r, c,
-                                                 *deps, key=(f"compose_chunk-{token}", r, c),
-                                                 retries=retries, priority=order(r, c))
-    # (r, c) -> the task that completes chunk (r, c)
-    finishing = composes if k > 1 else {**{rc: maps[rc] for rc in by_map if rc in maps},
-                                        **reduces}
-    final, variables = None, []
+                submitted += feeder.add((f"compose_chunk-{token}", r, c), compose_chunk,
+                                        (store, plan, small, k, r, c), deps,
+                                        dict(retries=retries, priority=order(r, c)),
+                                        then=then(r, c))
+    final = None
     if dest is not None:
         # no dependencies: the writer starts now and waits row by row (see write_output)
-        from distributed import Variable
-
         pending = PendingRows({})
-        for (r, c), future in finishing.items():
-            variable = Variable(f"tilecolor-{token}-{r}-{c}", client=client)
-            variable.set(future)
-            variables.append(variable.name)
-            pending.rows.setdefault(r, []).append(variable.name)
+        for (r, _), name in sorted(variables.items()):
+            pending.rows.setdefault(r, []).append(name)
         final = client.submit(write_output, store, dest, fmt, pending, settings.block,
                               key=f"write_output-{token}", retries=retries,
                               priority=first + 1)
-    ingests = list({id(f): f for f in ingest.values()}.values())
-    return ImageGraph(ingests, list(maps.values()), [*reduces.values(), *composes.values()],
-                      final, variables)
+    graph = ImageGraph(ingest_futures, [], [f for f, _ in submitted], final,
+                       list(variables.values()), feeder)
+    if not defer:
+        graph.feed()
+    return graph

@@ -179,6 +179,24 @@ class WorkStore:
     def exists(self) -> bool:
         return (self.path / "zarr.json").is_file()
 
+    #: the file :meth:`set_threads` writes (not part of the Zarr hierarchy)
+    THREADS = "torch-threads"
+
+    def set_threads(self, n: int) -> None:
+        """Tell this image's running generator tasks to use ``n`` torch threads from their
+        next batch on (the driver's hint once cores fell idle: see
+        :func:`tilecolor.pipeline.run_jobs`)."""
+        tmp = self.path / f"{self.THREADS}.tmp"
+        tmp.write_text(f"{int(n)}\n")
+        os.replace(tmp, self.path / self.THREADS)
+
+    def threads(self) -> int | None:
+        """The hint :meth:`set_threads` left, or None."""
+        try:
+            return int((self.path / self.THREADS).read_text())
+        except (OSError, ValueError):
+            return None
+
     def remove(self) -> None:
         """Delete the store. Its files are unlinked by several threads first: once written
         back to disk, each unlink waits on the file system (ext4 frees the extents), so one

@@ -92,31 +92,27 @@ def _jobs(tmp_path: Path, names=("a.tif", "b.tif"), shape=(256, 320)):
     return jobs, settings
 
 
-def test_run_jobs_keeps_two_generator_tasks_per_slot_in_flight(client2, tmp_path):
+def _most_maps_in_flight(client, tmp_path: Path, **kwargs) -> int:
+    """Run two images through run_jobs(**kwargs); the most generator tasks the scheduler
+    held submitted and not finished at once."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
-    plugin = type("CountMaps", (_CountMaps, SchedulerPlugin), {})()
-    client2.register_plugin(plugin, name=_CountMaps.name)
+    client.register_plugin(type("CountMaps", (_CountMaps, SchedulerPlugin), {})(),
+                           name=_CountMaps.name)
     try:
         jobs, settings = _jobs(tmp_path)
-        results = run_jobs(client2, jobs, settings, affine, progress=False, slots=1)
-        most = client2.run_on_scheduler(
+        results = run_jobs(client, jobs, settings, affine, progress=False, **kwargs)
+        assert [r.status for r in results.values()] == ["done", "done"]
+        return client.run_on_scheduler(
             lambda dask_scheduler: dask_scheduler.plugins[_CountMaps.name].most)
     finally:
-        client2.unregister_scheduler_plugin(_CountMaps.name)
-    assert [r.status for r in results.values()] == ["done", "done"]
-    assert 1 <= most <= 2  # 6 blocks per image, two images
+        client.unregister_scheduler_plugin(_CountMaps.name)
+
+
+def test_run_jobs_keeps_two_generator_tasks_per_slot_in_flight(client2, tmp_path):
+    assert 1 <= _most_maps_in_flight(client2, tmp_path, slots=1) <= 2  # 6 blocks an image
     # unfed: every block of both images at once
-    plugin = type("CountMaps", (_CountMaps, SchedulerPlugin), {})()
-    client2.register_plugin(plugin, name=_CountMaps.name)
-    try:
-        jobs, settings = _jobs(tmp_path / "all")
-        run_jobs(client2, jobs, settings, affine, progress=False)
-        most = client2.run_on_scheduler(
-            lambda dask_scheduler: dask_scheduler.plugins[_CountMaps.name].most)
-    finally:
-        client2.unregister_scheduler_plugin(_CountMaps.name)
-    assert most > 2
+    assert _most_maps_in_flight(client2, tmp_path / "all") > 2
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,11 @@ def ingest_region(info: ImageInfo, store: WorkStore, plan: Plan, r: int | None,
     return int(pixels.size)
 
 
+#: Seconds between a map task's looks for the driver's thread hint (a file read: a CPU
+#: batch takes ~0.5 s, a CUDA one a few ms, and the store may sit on a network file system)
+HINT_EVERY = 0.25
+
+
 def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_size: int,
               predict: Predict, *deps, source: ImageInfo | None = None) -> dict:
     """Run the generator on every tile block (r, c) owns; finish the chunk's interior and
@@ -179,10 +184,13 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     coords = [(int(y) - by.start, int(x) - bx.start, i, j)
               for i, y in enumerate(oy) for j, x in enumerate(ox)]
     threads = getattr(predict, "threads", None)  # a GeneratorPredictor's, None for others
+    looked = -HINT_EVERY
     for k in range(0, len(coords), batch_size):
         chunk = coords[k : k + batch_size]
-        if threads and (hint := store.threads()) and hint > threads:
-            predict, threads = replace(predict, threads=hint), hint  # cores fell idle
+        if threads and time.perf_counter() - looked >= HINT_EVERY:  # not every GPU batch
+            looked = time.perf_counter()
+            if (hint := store.threads()) and hint > threads:
+                predict, threads = replace(predict, threads=hint), hint  # cores fell idle
         if table is not None:  # network input straight from the gray levels, tile by tile
             batch = np.empty((len(chunk), 1, t, t), np.float32)
             compiled_kernels().gather(gray, table, np.array([y for y, _, _, _ in chunk]),
@@ -529,8 +537,9 @@ class _Feeder:
         missing = {d for d in deps if d not in self.futures}
         if is_map:
             self.maps.append(key)
-            for d in missing:  # the engine's maps depend on ingests, submitted at once
-                raise ValueError(f"generator task {key} depends on {d}, not submitted")
+            if missing:  # the engine's maps depend on ingests only, submitted at once
+                raise ValueError(f"generator task {key} depends on {sorted(missing)}, "
+                                 f"not submitted")
             return []
         if not missing:
             return self._submit(key)

@@ -548,11 +548,6 @@ class _Feeder:
             self.dependents.setdefault(d, []).append(key)
         return []
 
-    def now(self, key, fn, args: tuple, kwargs: dict):
-        """Submit a task with no deferred dependencies at once; returns its future."""
-        self.specs[key] = (fn, args, [], kwargs, None, False)
-        return self._submit(key)[0][0]
-
     def release(self, n: int | None = None) -> list:
         new = []
         while self.maps and (n is None or n > 0):
@@ -630,12 +625,14 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
             if (r, c) in by_map:
                 continue
             ingest[(r, c)] = key = (f"ingest-{token}", r, c)
-            ingest_futures.append(feeder.now(key, ingest_region, (info, store, plan, r, c),
-                                             dict(retries=retries, priority=order(r, c))))
+            ingest_futures += [f for f, _ in feeder.add(
+                key, ingest_region, (info, store, plan, r, c), [],
+                dict(retries=retries, priority=order(r, c)))]
     elif not ingested.all():
         key = (f"ingest-{token}", 0, 0)
-        ingest_futures.append(feeder.now(key, ingest_region, (info, store, plan, None, None),
-                                         dict(retries=retries, priority=first)))
+        ingest_futures += [f for f, _ in feeder.add(
+            key, ingest_region, (info, store, plan, None, None), [],
+            dict(retries=retries, priority=first))]
         ingest = {(r, c): key for r in range(ny) for c in range(nx)}
     maps = {}
     for r in range(ny):

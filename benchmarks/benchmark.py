@@ -123,9 +123,14 @@ def run_cli(args: list[str], *, poll: float = 0.2
     return wall, peak, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def report_seconds(report_dir: Path) -> float:
+def done_images(report_dir: Path) -> list[dict]:
+    """The done images' entries of the newest run report in ``report_dir``."""
     report = json.loads(sorted(report_dir.glob("run-*.json"))[-1].read_text())
-    return sum(i["seconds"] for i in report["images"] if i["status"] == "done")
+    return [i for i in report["images"] if i["status"] == "done"]
+
+
+def report_seconds(report_dir: Path) -> float:
+    return sum(i["seconds"] for i in done_images(report_dir))
 
 
 # ------------------------------------------------------------------------------ throughput

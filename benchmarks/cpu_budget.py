@@ -15,13 +15,16 @@ machine, kernel threads writing files back, or nothing); "machine idle" is what
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchmark import done_images  # noqa: E402
 
 
 def role(proc: psutil.Process, driver: int) -> str:
@@ -49,8 +52,10 @@ def main() -> None:
 
     idle0 = psutil.cpu_times().idle
     t0 = time.perf_counter()
+    # stderr to a file: a pipe nobody reads while the run goes would block it once full
+    errors = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "tilecolor", "run", *run_args, "-q"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=errors, text=True)
     top = psutil.Process(proc.pid)
     cpu: dict[int, float] = {}
     roles: dict[int, str] = {}
@@ -70,13 +75,11 @@ def main() -> None:
         time.sleep(args.poll)
     wall = time.perf_counter() - t0
     machine_idle = psutil.cpu_times().idle - idle0
-    err = proc.stderr.read()
     if proc.returncode:
-        sys.exit(f"tilecolor run failed ({proc.returncode}): {err[-2000:]}")
+        errors.seek(0)
+        sys.exit(f"tilecolor run failed ({proc.returncode}): {errors.read()[-2000:]}")
 
-    report = json.loads(sorted((out / ".tilecolor" / "reports").glob("run-*.json"))[-1]
-                        .read_text())
-    done = [i for i in report["images"] if i["status"] == "done"]
+    done = done_images(out / ".tilecolor" / "reports")
     generator = sum(i["generator_cpu_seconds"] for i in done)
     by_role: dict[str, float] = {}
     for pid, seconds in cpu.items():

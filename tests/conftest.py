@@ -30,6 +30,19 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hinted_checkpoint(tmp_path_factory) -> Path:
+    """A small random-init generator of the four planes L, hint a, hint b, hint mask."""
+    import torch
+
+    from tilecolor.planes import HINTED
+
+    torch.manual_seed(1)
+    model = UNetGenerator(GeneratorSpec(width=4, depth=4, max_width=16, in_channels=4))
+    return save_generator(tmp_path_factory.mktemp("ckpt") / "hinted", model.eval(), tile=64,
+                          stride=32, planes=HINTED)
+
+
+@pytest.fixture(scope="session")
 def client2():
     """A real LocalCluster with two worker processes."""
     from distributed import Client, LocalCluster

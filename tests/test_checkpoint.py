@@ -124,3 +124,60 @@ def test_directory_in_place_of_a_file(ckpt, name):
     (ckpt / name).mkdir()
     with pytest.raises(CheckpointError, match=f"{name}"):
         load_generator(ckpt)
+
+
+def test_input_planes_are_recorded_and_checked(tmp_path):
+    """A checkpoint names its input planes; one per input channel of its architecture."""
+    from tilecolor.checkpoint import read_metadata
+    from tilecolor.errors import ConfigError
+    from tilecolor.planes import HINTED, L_ONLY
+
+    spec4 = GeneratorSpec(width=4, depth=3, max_width=8, in_channels=4)
+    path = save_generator(tmp_path / "h", UNetGenerator(spec4).eval(), tile=64, stride=32,
+                          planes=HINTED)
+    model, meta = load_generator(path)
+    assert meta["input_planes"] == list(HINTED) and model.spec.in_channels == 4
+    assert model(torch.rand(2, 4, 16, 16)).shape == (2, 2, 16, 16)
+    with pytest.raises(ConfigError, match="needs its input planes named"):
+        save_generator(tmp_path / "x", UNetGenerator(spec4), tile=64, stride=32)
+    with pytest.raises(ConfigError, match="1 input planes"):
+        save_generator(tmp_path / "x", UNetGenerator(spec4), tile=64, stride=32, planes=L_ONLY)
+    with pytest.raises(ConfigError, match="unsupported input planes"):
+        save_generator(tmp_path / "x", UNetGenerator(spec4), tile=64, stride=32,
+                       planes=("L", "hint_b", "hint_a", "hint_mask"))
+    one = save_generator(tmp_path / "one", UNetGenerator(SPEC), tile=64, stride=32)
+    assert read_metadata(one)["input_planes"] == ["L"]
+
+
+def test_a_checkpoint_without_input_planes_is_l_only(ckpt):
+    from tilecolor.checkpoint import read_metadata
+
+    meta = json.loads((ckpt / META).read_text())
+    del meta["input_planes"]
+    (ckpt / META).write_text(json.dumps(meta))
+    assert read_metadata(ckpt)["input_planes"] == ["L"]
+    assert load_generator(ckpt)[1]["input_planes"] == ["L"]
+
+
+@pytest.mark.parametrize("patch,match", [
+    ({"input_planes": ["L", "hint_a", "hint_b", "hint_mask"]},
+     r"do not match the architecture's in_channels=1"),
+    ({"input_planes": ["gray"]}, r"unsupported input planes \['gray'\]"),
+    ({"input_planes": "L"}, "input_planes in checkpoint.json must be a list"),
+    ({"architecture": {**SPEC.to_dict(), "name": "resnet"}},
+     r"unknown generator architecture 'resnet'"),
+])
+def test_bad_input_planes_or_architecture_name(ckpt, patch, match):
+    meta = {**json.loads((ckpt / META).read_text()), **patch}
+    (ckpt / META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=match):
+        load_generator(ckpt)
+
+
+def test_architecture_registry_round_trip():
+    from tilecolor.nets import ARCHITECTURES, build_generator, spec_from_dict
+
+    spec = spec_from_dict(SPEC.to_dict())
+    assert spec == SPEC and ARCHITECTURES["unet"][0] is GeneratorSpec
+    assert isinstance(build_generator(spec), UNetGenerator)
+    assert GeneratorSpec.from_dict({"width": 4, "depth": 3, "max_width": 8}) == SPEC

@@ -38,3 +38,43 @@ def test_upsampling_a_part_equals_the_part_of_the_whole(k):
         xlo, xhi = source_span(*cols, k, 17)
         part = upsample_bilinear(src[ylo:yhi, xlo:xhi], (ylo, xlo), k, rows, cols, (20, 17))
         np.testing.assert_array_equal(part, whole[rows[0] : rows[1], cols[0] : cols[1]])
+
+
+@pytest.mark.parametrize("k", [(2.5, 3.25), (1000 / 37, 700 / 29), (0.75, 1.0), 4.0])
+def test_float_scales_part_equals_whole_planes_first(k):
+    """Hint fields map onto image pixels at any scale (a reference of arbitrary size):
+    upsampling each footprint is bit for bit the part of upsampling the whole field."""
+    from tilecolor.resample import upsample_planes
+
+    rng = np.random.default_rng(1)
+    src = rng.random((2, 37, 29)).astype(np.float32)
+    ky, kx = k if isinstance(k, tuple) else (k, k)
+    h, w = int(37 * ky), int(29 * kx)
+    whole = upsample_planes(src, (0, 0), k, (0, h), (0, w), (37, 29))
+    assert whole.shape == (2, h, w)
+    last = upsample_bilinear(np.moveaxis(src, 0, -1), (0, 0), k, (0, h), (0, w), (37, 29))
+    np.testing.assert_array_equal(np.moveaxis(last, -1, 0), whole)
+    for rows, cols in [((0, h // 3), (0, w)), ((h // 3, h), (w // 5, w // 2)),
+                       ((h - 1, h), (w - 7, w)), ((5, 6), (0, 1))]:
+        (ylo, yhi), (xlo, xhi) = source_span(*rows, ky, 37), source_span(*cols, kx, 29)
+        part = upsample_planes(src[:, ylo:yhi, xlo:xhi], (ylo, xlo), k, rows, cols, (37, 29))
+        np.testing.assert_array_equal(part, whole[:, rows[0] : rows[1], cols[0] : cols[1]])
+
+
+def test_float_scale_aligns_pixel_centres():
+    """A reference of 10 px under a 25 px image: image pixel p samples the reference at
+    (p + 0.5) * 10/25 - 0.5; a linear field is reproduced there (inside the border)."""
+    src = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((1, 3, 1), np.float32)
+    up = upsample_bilinear(src, (0, 0), (2.5, 1.0), (0, 25), (0, 3), (10, 3))[:, 0, 0]
+    s = (np.arange(25) + 0.5) / 2.5 - 0.5
+    np.testing.assert_allclose(up, np.clip(s, 0, 9), atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w,g,m", [(37, 53, 4, 2), (64, 64, 8, 4), (5, 300, 2, 8),
+                                     (100, 33, 16, 1)])
+def test_means_of_means_equal_one_step_means(h, w, g, m):
+    from tilecolor.resample import downsample_means
+
+    x = np.random.default_rng(h).random((h, w)).astype(np.float32) * 100
+    got = downsample_means(downsample_mean(x, g), m, g, (h, w))
+    np.testing.assert_allclose(got, downsample_mean(x, m * g), rtol=1e-5)

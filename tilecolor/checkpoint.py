@@ -3,8 +3,10 @@
 A checkpoint is a directory::
 
     generator.safetensors   the generator's state dict (float32 or float16 tensors)
-    checkpoint.json         format, architecture, color convention, tile/stride, training
-                            config and metrics, and the SHA-256 of generator.safetensors
+    checkpoint.json         format, architecture (its name in nets.ARCHITECTURES and its
+                            arguments), input planes, color convention, tile/stride,
+                            training config and metrics, and the SHA-256 of
+                            generator.safetensors
 
 Loading checks the digest (tampering, truncation), the architecture and every tensor's name
 and shape, and raises :class:`CheckpointError` naming what is wrong.
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tilecolor.errors import CheckpointError, ConfigError
+from tilecolor.planes import L_ONLY, check_planes
 
 # torch is imported where weights are loaded: the driver of `tilecolor run` checks a
 # checkpoint without it (see check_weights)
@@ -55,14 +58,27 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_generator(directory: str | Path, model: UNetGenerator, *, tile: int, stride: int,
-                   half: bool = False, extra: dict[str, Any] | None = None) -> Path:
+                   half: bool = False, extra: dict[str, Any] | None = None,
+                   planes: tuple[str, ...] | list[str] | None = None) -> Path:
     """Write ``model`` as a checkpoint directory; returns the directory.
 
     ``half`` stores float16 weights (loaded back as float32), halving the file size.
     ``extra`` (training config, step, data fingerprint, metrics...) goes into the JSON.
+    ``planes`` names the generator's input planes (:mod:`tilecolor.planes`), one per input
+    channel; None is ``L_ONLY``, for a generator of one input channel only.
     """
     from safetensors.torch import save
 
+    channels = model.spec.in_channels
+    if planes is None:
+        if channels != 1:
+            raise ConfigError(f"a generator of {channels} input channels needs its input "
+                              f"planes named (planes=...)")
+        planes = L_ONLY
+    planes = check_planes(planes)
+    if len(planes) != channels:
+        raise ConfigError(f"{len(planes)} input planes {list(planes)} for a generator of "
+                          f"{channels} input channels")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -71,7 +87,7 @@ def save_generator(directory: str | Path, model: UNetGenerator, *, tile: int, st
     blob = save(state)
     _atomic_write_bytes(directory / WEIGHTS, blob)
     meta = {"format": FORMAT, "version": VERSION, "architecture": model.spec.to_dict(),
-            "color": COLOR, "tile": tile, "stride": stride,
+            "input_planes": list(planes), "color": COLOR, "tile": tile, "stride": stride,
             "dtype": "float16" if half else "float32",
             "sha256": hashlib.sha256(blob).hexdigest(), **(extra or {})}
     _atomic_write_bytes(directory / META, (json.dumps(meta, indent=2) + "\n").encode())
@@ -117,7 +133,31 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise CheckpointError(path, f"{key} in {META} must be a positive integer, got "
                                         f"{value!r:.40}")
+    meta["input_planes"] = list(_input_planes(path, meta))
     return meta
+
+
+def _input_planes(path: Path, meta: dict[str, Any]) -> tuple[str, ...]:
+    """The checked ``input_planes`` of ``meta`` (absent: ``L_ONLY``, every checkpoint
+    written before hints were planes), one per input channel of the architecture."""
+    planes = meta.get("input_planes", list(L_ONLY))
+    if not isinstance(planes, list) or not all(isinstance(p, str) for p in planes):
+        raise CheckpointError(path, f"input_planes in {META} must be a list of names, got "
+                                    f"{planes!r:.60}")
+    try:
+        planes = check_planes(planes)
+    except ConfigError as e:
+        raise CheckpointError(path, str(e)) from e
+    channels = meta["architecture"].get("in_channels", 1)
+    if channels != len(planes):
+        raise CheckpointError(path, f"input_planes {list(planes)} in {META} do not match the "
+                                    f"architecture's in_channels={channels!r:.40}")
+    return planes
+
+
+def input_planes(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The input planes of a checkpoint's metadata (as :func:`read_metadata` returns it)."""
+    return tuple(meta["input_planes"])
 
 
 def _check_digest(path: Path, meta: dict[str, Any], digest: str) -> None:
@@ -160,7 +200,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from tilecolor.nets import GeneratorSpec, UNetGenerator
+    from tilecolor.nets import build_generator, spec_from_dict
 
     path = resolve(path)
     meta = read_metadata(path)
@@ -173,14 +213,14 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     digest = hashlib.sha256(blob).hexdigest()
     _check_digest(path, meta, digest)
     try:
-        spec = GeneratorSpec.from_dict(meta["architecture"])
+        spec = spec_from_dict(meta["architecture"])
     except (ConfigError, TypeError) as e:
         raise CheckpointError(path, f"bad architecture in {META}: {e}") from e
     try:
         state = load(blob)
     except (SafetensorError, ValueError) as e:
         raise CheckpointError(path, f"{WEIGHTS} is not a valid safetensors file ({e})") from e
-    model = UNetGenerator(spec)
+    model = build_generator(spec)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -259,6 +259,7 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
         if settings.tile % predict.multiple:
             raise click.UsageError(f"--tile must be a multiple of {predict.multiple} for this "
                                    f"checkpoint (2**depth), got tile={settings.tile}")
+        settings = replace(settings, planes=predict.planes)
         jobs, results = plan_batch(inputs, out_dir, settings, predict.digest,
                                    fmt=cfg.format, overwrite=cfg.overwrite, policy=policy,
                                    precision=precision)

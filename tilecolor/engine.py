@@ -11,6 +11,10 @@ for a TIFF output (blocks of whole TIFF tiles) the map task also encodes the chu
 its gray straight from a TIFF input: such a chunk has no ingest or blend task.
 Tasks exchange data through the Zarr store and return only small metadata, so nothing
 image-sized passes through Dask's memory or the driver.
+
+The generator's input planes are ``Settings.planes`` (the checkpoint's). A generator that
+takes a hint gets one hint field per image (:mod:`tilecolor.hints`): the global context
+pass's chroma (one task after ingest, before every map task) or a reference image's.
 """
 
 from __future__ import annotations
@@ -20,12 +24,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from tilecolor.blending import Blend, axis_weight_sum, axis_windows
+from tilecolor.blending import Blend
 from tilecolor.color import (
     AB_SCALE,
     compiled_kernels,
@@ -37,10 +40,24 @@ from tilecolor.color import (
     lightness_to_input,
 )
 from tilecolor.errors import ConfigError
+from tilecolor.hints import (
+    DEFAULT_CONTEXT,
+    ContextPass,
+    HintField,
+    Reference,
+    add_to_copy,
+    hint_planes,
+    run_context,
+    run_reference,
+)
 from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
 from tilecolor.outputs import ChunkedTiles, downsample, encode_tiles, save_chunk_tiles
+from tilecolor.planes import L_ONLY, check_planes, takes_hint
 from tilecolor.resample import downsample_mean, reduced_length, source_span, upsample_bilinear
 from tilecolor.store import STAGES, WorkStore
+from tilecolor.tiles import NetInputs, Predict, accumulate, pad_to_tile
+from tilecolor.tiles import weight_sum as _weight_sum
+from tilecolor.tiles import windows as _windows
 from tilecolor.tiling import (
     Plan,
     check_geometry,
@@ -50,7 +67,8 @@ from tilecolor.tiling import (
     tile_origins,
 )
 
-Predict = Callable[[np.ndarray], np.ndarray]
+#: What a map task's hint comes from: a field already in the store, or a task that makes it
+Hint = ContextPass | Reference | HintField
 
 
 @dataclass(frozen=True)
@@ -64,9 +82,16 @@ class Settings:
     batch_size: int = 16
     resources: dict[str, float] | None = field(default=None, hash=False)
     render_scale: float = 1.0  #: predict chroma at this scale (1/k) and upsample it
+    planes: tuple[str, ...] = L_ONLY  #: the generator's input planes (its checkpoint's)
+    #: longer side of the context copy (:mod:`tilecolor.hints`); 0: no context pass. Used
+    #: only by a generator that takes a hint.
+    context: int = DEFAULT_CONTEXT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blend", Blend(self.blend))
+        object.__setattr__(self, "planes", check_planes(self.planes))
+        if self.context < 0:
+            raise ConfigError(f"context must be >= 0 (0: off), got context={self.context}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got batch_size={self.batch_size}")
         k = round(1 / self.render_scale) if self.render_scale > 0 else 0
@@ -94,23 +119,21 @@ class Settings:
         return Plan(reduced_length(height, k), reduced_length(width, k), self.tile,
                     self.stride, self.block // k)
 
-
-@lru_cache(maxsize=64)
-def _windows(length: int, tile: int, stride: int, blend: Blend) -> np.ndarray:
-    return axis_windows(length, tile, stride, blend)
-
-
-@lru_cache(maxsize=64)
-def _weight_sum(length: int, tile: int, stride: int, blend: Blend) -> np.ndarray:
-    return axis_weight_sum(length, tile, stride, blend)
+    def context_pass(self, height: int, width: int) -> ContextPass | None:
+        """The image's context pass: for a generator that takes a hint, unless ``context``
+        is 0 (a reference image, when given, replaces it: :mod:`tilecolor.pipeline`)."""
+        if not takes_hint(self.planes) or self.context == 0:
+            return None
+        return ContextPass.plan(height, width, self.context, self.block)
 
 
 # ---------------------------------------------------------------- tasks (run on workers)
 
 def ingest_region(info: ImageInfo, store: WorkStore, plan: Plan, r: int | None,
-                  c: int | None) -> int:
+                  c: int | None, context: ContextPass | None = None) -> int:
     """Copy block (r, c) of the input's gray into ``L``; the whole image when r is None
-    (PNG/JPEG are decoded whole anyway)."""
+    (PNG/JPEG are decoded whole anyway). With a ``context`` pass, also its cells of the
+    context copy."""
     if r is None or c is None:
         pixels, (y0, x0) = read_whole(info), (0, 0)
     else:
@@ -120,8 +143,11 @@ def ingest_region(info: ImageInfo, store: WorkStore, plan: Plan, r: int | None,
                                   page=info.page)
     store.array("L", "r+")[y0 : y0 + pixels.shape[0], x0 : x0 + pixels.shape[1]] = pixels
     k = int(store.attrs.get("render_factor", 1))
+    lightness = gray_to_lightness(pixels) if k > 1 or context is not None else None
+    if context is not None:  # blocks are multiples of its step, as of k below
+        add_to_copy(store, context, lightness, y0, x0)
     if k > 1:  # blocks are multiples of k, so the reduced cells never straddle two blocks
-        small = downsample_mean(gray_to_lightness(pixels), k)
+        small = downsample_mean(lightness, k)
         store.array("Ls", "r+")[y0 // k : y0 // k + small.shape[0],
                                 x0 // k : x0 // k + small.shape[1]] = small
     ny, nx = plan.grid
@@ -136,13 +162,16 @@ HINT_EVERY = 0.25
 
 
 def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_size: int,
-              predict: Predict, *deps, source: ImageInfo | None = None) -> dict:
+              predict: Predict, *deps, source: ImageInfo | None = None,
+              planes: tuple[str, ...] = L_ONLY, hint: HintField | None = None) -> dict:
     """Run the generator on every tile block (r, c) owns; finish the chunk's interior and
     write the partial sums of the bands its neighbours also reach. The gray comes from the
     working store's ``L``, or straight from the input TIFF ``source`` where given (a chunk
-    nothing else reads it for: no ingest task). A :class:`GeneratorPredictor` is switched
-    to more torch threads from the next batch on once the store holds that hint
-    (:meth:`WorkStore.set_threads`: cores fell idle at the end of the run)."""
+    nothing else reads it for: no ingest task). Each tile's input is ``planes``; the hint
+    planes come from ``hint`` (a field on this plan's grid: :meth:`HintField.on_grid`),
+    or are 0 without one. A :class:`GeneratorPredictor` is switched to more torch threads
+    from the next batch on once the store holds that hint (:meth:`WorkStore.set_threads`:
+    cores fell idle at the end of the run)."""
     t0 = time.perf_counter()
     attrs = store.attrs
     by, bx = plan.rows[r], plan.cols[c]
@@ -154,63 +183,15 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
         store.mark_done("map", r, c)
         return {"tiles": 0, "seconds": time.perf_counter() - t0, "generator_seconds": 0.0,
                 "generator_cpu_seconds": 0.0}
-    footprint = (slice(by.start, by.fp_stop), slice(bx.start, bx.fp_stop))
-    gray, table, net_in = None, None, None
-    if int(attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
-        net_in = lightness_to_input(store.array("Ls")[footprint])
-    else:
-        gray = (store.array("L")[footprint] if source is None else
-                read_tiff_region(source.path, by.start, by.fp_stop, bx.start, bx.fp_stop,
-                                 page=source.page))
-        table = _gather_table(gray, plan.tile)
-        if table is None:
-            net_in = gray_to_input(gray)
-    if net_in is not None:
-        # an axis shorter than a tile is reflect-padded up to it (only whole-image axes)
-        pad = ((0, max(0, plan.tile - net_in.shape[0])),
-               (0, max(0, plan.tile - net_in.shape[1])))
-        if pad[0][1] or pad[1][1]:
-            net_in = np.pad(net_in, pad, mode="reflect")
-    shape = net_in.shape if net_in is not None else gray.shape
+    inputs = _footprint_inputs(store, attrs, plan, by, bx, source, planes, hint)
+    shape = inputs.shape
     # where the owned tiles cut the footprint exactly (stride = tile), each sum is a single
     # tile's value: written, not added to zeros (a 32 MB fill and a read less per block)
     cut = _cuts(oy - by.start, plan.tile, shape[0]) and _cuts(ox - bx.start, plan.tile,
                                                                shape[1])
-    acc = (np.empty if cut else np.zeros)((2, *shape), dtype=np.float32)  # sum(w * ab)
-    # tiles whose window is 1 everywhere (uniform blend; cosine where tiles do not overlap)
-    # skip the multiplication: a pass over every predicted value, the result unchanged
-    flat_y, flat_x = (wy == 1).all(axis=1), (wx == 1).all(axis=1)
-    t, gen, gen_cpu = plan.tile, 0.0, 0.0
-    coords = [(int(y) - by.start, int(x) - bx.start, i, j)
-              for i, y in enumerate(oy) for j, x in enumerate(ox)]
-    threads = getattr(predict, "threads", None)  # a GeneratorPredictor's, None for others
-    looked = -HINT_EVERY
-    for k in range(0, len(coords), batch_size):
-        chunk = coords[k : k + batch_size]
-        if threads and time.perf_counter() - looked >= HINT_EVERY:  # not every GPU batch
-            looked = time.perf_counter()
-            if (hint := store.threads()) and hint > threads:
-                predict, threads = replace(predict, threads=hint), hint  # cores fell idle
-        if table is not None:  # network input straight from the gray levels, tile by tile
-            batch = np.empty((len(chunk), 1, t, t), np.float32)
-            compiled_kernels().gather(gray, table, np.array([y for y, _, _, _ in chunk]),
-                                      np.array([x for _, x, _, _ in chunk]), batch)
-        else:
-            batch = np.stack([net_in[y : y + t, x : x + t] for y, x, _, _ in chunk])[:, None]
-        t1, c1 = time.perf_counter(), time.thread_time()
-        pred = np.require(predict(batch), np.float32, "W")  # (n, 2, t, t) ab / 110
-        gen += time.perf_counter() - t1
-        gen_cpu += time.thread_time() - c1
-        if pred.shape != (len(chunk), 2, t, t):
-            raise ValueError(f"predict returned shape {pred.shape}, expected "
-                             f"{(len(chunk), 2, t, t)}")
-        for (y, x, i, j), p in zip(chunk, pred, strict=True):
-            if not (flat_y[i] and flat_x[j]):
-                p *= wy[i][:, None] * wx[j][None, :]
-            if cut:
-                acc[:, y : y + t, x : x + t] = p
-            else:
-                acc[:, y : y + t, x : x + t] += p
+    acc, stats = accumulate(inputs, oy - by.start, ox - bx.start, wy, wx, plan.tile,
+                            batch_size, predict, cut=cut, refresh=_thread_hint(store, predict))
+    gray = inputs.gray
     acc = acc[:, : by.fp_len, : bx.fp_len]
     iy, ix = interior(plan.rows, r), interior(plan.cols, c)
     inner = (slice(iy.start - by.start, iy.stop - by.start),
@@ -224,8 +205,54 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
             store.mark_done("reduce", r, c)
     _write_bands(store, attrs, acc, r, c, inner)
     store.mark_done("map", r, c)
-    return {"tiles": len(coords), "seconds": time.perf_counter() - t0, "generator_seconds": gen,
-            "generator_cpu_seconds": gen_cpu}
+    return {"tiles": stats.tiles, "seconds": time.perf_counter() - t0,
+            "generator_seconds": stats.generator_seconds,
+            "generator_cpu_seconds": stats.generator_cpu_seconds}
+
+
+def _footprint_inputs(store: WorkStore, attrs: dict, plan: Plan, by, bx,
+                      source: ImageInfo | None, planes: tuple[str, ...],
+                      hint: HintField | None) -> NetInputs:
+    """The network input planes over block (by, bx)'s footprint on ``plan``'s grid."""
+    footprint = (slice(by.start, by.fp_stop), slice(bx.start, bx.fp_stop))
+    gray, table, net_in = None, None, None
+    if int(attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
+        net_in = lightness_to_input(store.array("Ls")[footprint])
+    else:
+        gray = (store.array("L")[footprint] if source is None else
+                read_tiff_region(source.path, by.start, by.fp_stop, bx.start, bx.fp_stop,
+                                 page=source.page))
+        table = _gather_table(gray, plan.tile)
+        if table is None:
+            net_in = gray_to_input(gray)
+    if net_in is not None:  # an axis shorter than a tile is reflect-padded up to it
+        net_in = pad_to_tile(net_in, plan.tile)
+    planes_hint = None
+    if hint is not None and takes_hint(planes):
+        planes_hint = pad_to_tile(hint_planes(store, hint, (by.start, by.fp_stop),
+                                              (bx.start, bx.fp_stop)), plan.tile)
+    shape = net_in.shape if net_in is not None else gray.shape
+    return NetInputs(planes, shape, gray=gray, table=table, lightness=net_in,
+                     hint=planes_hint)
+
+
+def _thread_hint(store: WorkStore, predict: Predict):
+    """For a :class:`GeneratorPredictor` with a thread count: a function that, at most
+    every HINT_EVERY seconds, swaps it for one with the driver's larger thread hint."""
+    if not getattr(predict, "threads", None):  # a GeneratorPredictor's, None for others
+        return None
+    looked = -HINT_EVERY
+
+    def refresh(current: Predict) -> Predict:
+        nonlocal looked
+        if time.perf_counter() - looked < HINT_EVERY:  # not every GPU batch
+            return current
+        looked = time.perf_counter()
+        if (hint := store.threads()) and hint > current.threads:
+            return replace(current, threads=hint)  # cores fell idle
+        return current
+
+    return refresh
 
 
 def finished_by_map(attrs: dict, plan: Plan, r: int, c: int) -> bool:
@@ -389,6 +416,27 @@ def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: 
         _encode_chunk(store, attrs, plan, r, c, rgb)
     store.mark_done("compose", r, c)
     return int(ab.shape[0] * ab.shape[1])
+
+
+def _submit_hint(feeder: _Feeder, store: WorkStore, settings: Settings, predict: Predict,
+                 hint: Hint | None, ingests: list, token: str, options: dict
+                 ) -> tuple[tuple | None, HintField | None]:
+    """Submit the task that makes the image's hint field, unless the store has it; returns
+    its key (None when there is none to wait for) and the field."""
+    if hint is None or isinstance(hint, HintField):
+        return None, hint
+    if store.blocks_done("hint").all():  # a finished context pass is never recomputed
+        return None, hint.field
+    if isinstance(hint, ContextPass):  # after every ingest, on a generator worker
+        key = (f"context-{token}",)
+        feeder.add(key, run_context, (store, hint, settings.tile, settings.stride,
+                                      settings.blend, settings.batch_size, settings.planes,
+                                      predict), ingests,
+                   dict(options, resources=settings.resources))
+    else:
+        key = (f"hint-{token}",)
+        feeder.add(key, run_reference, (store, hint), [], options)
+    return key, hint.field
 
 
 class PendingRows:
@@ -574,8 +622,15 @@ class _Feeder:
 
 def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
                  predict: Predict, *, dest: Path | None = None, fmt: str | None = None,
-                 retries: int = 1, rank: int = 0, defer: bool = False) -> ImageGraph:
+                 retries: int = 1, rank: int = 0, defer: bool = False,
+                 hint: Hint | None = None) -> ImageGraph:
     """Submit ingest, map, reduce and (if ``dest``) write tasks for one image.
+
+    ``hint`` (for a generator whose ``settings.planes`` take one): a :class:`ContextPass`
+    (ingest also builds the context copy; one ``context`` task after ingest makes the field),
+    a :class:`Reference` (one ``hint`` task stores its chroma) or a :class:`HintField`
+    already in the store. Every map task waits for the field; a field already made (the
+    store's ``hint_done``) is not made again. None: hint planes 0.
 
     Returns the futures; the caller waits on them. Keys carry readable prefixes
     (``ingest``, ``colorize_block``, ``blend_chunk``, ``write_output``) so the dashboard's
@@ -618,22 +673,34 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
         variables[(r, c)] = f"tilecolor-{token}-{r}-{c}"
         return lambda future: Variable(variables[(r, c)], client=client).set(future)
 
+    if not takes_hint(settings.planes):
+        hint = None
+    context = hint if isinstance(hint, ContextPass) else None
+    if context is not None:  # every block adds to the context copy: all are ingested
+        by_map_read = set()
+    else:
+        by_map_read = by_map
     ingest: dict[tuple[int, int], tuple] = {}  # block -> its ingest task's key
     ingest_futures = []
     if info.format == "tiff":  # read by region, block by block, in parallel
         for r, c in np.argwhere(~ingested).tolist():
-            if (r, c) in by_map:
+            if (r, c) in by_map_read:
                 continue
             ingest[(r, c)] = key = (f"ingest-{token}", r, c)
             ingest_futures += [f for f, _ in feeder.add(
-                key, ingest_region, (info, store, plan, r, c), [],
+                key, ingest_region, (info, store, plan, r, c, context), [],
                 dict(retries=retries, priority=order(r, c)))]
     elif not ingested.all():
         key = (f"ingest-{token}", 0, 0)
         ingest_futures += [f for f, _ in feeder.add(
-            key, ingest_region, (info, store, plan, None, None), [],
+            key, ingest_region, (info, store, plan, None, None, context), [],
             dict(retries=retries, priority=first))]
         ingest = {(r, c): key for r in range(ny) for c in range(nx)}
+    hint_key, field = _submit_hint(feeder, store, settings, predict, hint,
+                                   list(dict.fromkeys(ingest.values())), token,
+                                   dict(retries=retries, priority=first + 1))
+    if hint_key is not None:
+        ingest_futures.append(feeder.futures[hint_key])
     maps = {}
     for r in range(ny):
         for c in range(nx):
@@ -644,12 +711,15 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
             right = (c, c + 1) if small.cols[c].fp_stop > small.cols[c].stop else (c,)
             deps = list(dict.fromkeys(ingest[(rr, cc)] for rr in down for cc in right
                                       if (rr, cc) in ingest))
-            direct = info.format == "tiff" and (r, c) in by_map and not ingested[r, c]
+            if hint_key is not None:
+                deps.append(hint_key)
+            direct = info.format == "tiff" and (r, c) in by_map_read and not ingested[r, c]
             maps[(r, c)] = key = (f"colorize_block-{token}", r, c)
             feeder.add(key, map_block, (store, small, blend, r, c, settings.batch_size,
                                         predict), deps,
                        dict(source=info if direct else None, resources=settings.resources,
-                            retries=retries, priority=order(r, c)),
+                            retries=retries, priority=order(r, c), planes=settings.planes,
+                            hint=None if field is None else field.on_grid(k)),
                        is_map=True, then=then(r, c) if (r, c) in by_map else None)
     reduces = {}
     submitted = []

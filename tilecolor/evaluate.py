@@ -23,7 +23,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +250,7 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predict = make_predictor(checkpoint, device=device, threads=threads)
+    settings = replace(settings, planes=predict.planes)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tilecolor-eval-") as tmp:
         in_dir, col_dir = Path(tmp) / "gray", Path(tmp) / "colorized"

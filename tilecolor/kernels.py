@@ -70,23 +70,27 @@ if AVAILABLE:
                 o[j, 2] = encode[index[2, j]]
 
 
-    @numba.njit([f"void({t}[:, ::1], f4[::1], i8[::1], i8[::1], f4[:, :, :, ::1])"
+    @numba.njit([f"void({t}[:, ::1], f4[::1], i8[::1], i8[::1], f4[:, :, :, ::1], i8)"
                  for t in ("u1", "u2")], cache=True, nogil=True, boundscheck=False)
-    def _gather(gray, table, ys, xs, out):
+    def _gather(gray, table, ys, xs, out, plane):
         t = out.shape[2]
         for n in range(ys.shape[0]):
             y, x = ys[n], xs[n]
             for i in range(t):
-                g, o = gray[y + i], out[n, 0, i]
+                g, o = gray[y + i], out[n, plane, i]
                 for j in range(t):
                     o[j] = table[g[x + j]]
 
 
 def gather(gray: np.ndarray, table: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-           out: np.ndarray) -> None:
-    """out[n, 0] = table[gray[ys[n]:ys[n] + t, xs[n]:xs[n] + t]]: a batch of network inputs
-    straight from the gray levels (t = out.shape[2]; the tiles must lie inside ``gray``)."""
-    _gather(np.require(gray, requirements="CW"), table, ys, xs, out)
+           out: np.ndarray, plane: int = 0) -> None:
+    """out[n, plane] = table[gray[ys[n]:ys[n] + t, xs[n]:xs[n] + t]]: the lightness plane
+    of a batch of network inputs (N, P, t, t) straight from the gray levels (t =
+    out.shape[2]; the tiles must lie inside ``gray``). The other planes are left as they
+    are (the caller fills them: :class:`tilecolor.tiles.NetInputs`)."""
+    if not 0 <= plane < out.shape[1]:
+        raise ValueError(f"plane {plane} is not one of the batch's {out.shape[1]} planes")
+    _gather(np.require(gray, requirements="CW"), table, ys, xs, out, plane)
 
 
 def compose(gray: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray,

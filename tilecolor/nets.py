@@ -7,7 +7,9 @@ mirrored levels; no bias before batch norm; N(0, 0.02) initialization.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,6 +33,8 @@ class GeneratorSpec:
     in_channels: int = 1
     out_channels: int = 2
 
+    name: ClassVar[str] = "unet"  #: the key of :data:`ARCHITECTURES` and of checkpoint.json
+
     def __post_init__(self) -> None:
         if self.depth < 2:
             raise ConfigError(f"generator depth must be >= 2, got depth={self.depth}")
@@ -38,6 +42,9 @@ class GeneratorSpec:
             raise ConfigError(f"need 1 <= width <= max_width, got {self.width}, {self.max_width}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got dropout={self.dropout}")
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ConfigError(f"need in_channels, out_channels >= 1, got {self.in_channels}, "
+                              f"{self.out_channels}")
 
     @property
     def widths(self) -> list[int]:
@@ -49,17 +56,16 @@ class GeneratorSpec:
         return 2**self.depth
 
     def to_dict(self) -> dict:
-        return {"name": "unet", **asdict(self)}
+        return {"name": self.name, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorSpec:
-        d = dict(d)
-        if d.pop("name", "unet") != "unet":
-            raise ConfigError(f"unknown generator architecture {d!r}")
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown generator keys: {sorted(unknown)}")
-        return cls(**d)
+        """The spec a checkpoint's ``architecture`` table describes (ConfigError if it
+        names another architecture or holds unknown keys)."""
+        spec = spec_from_dict(d)
+        if not isinstance(spec, cls):
+            raise ConfigError(f"architecture {spec.name!r} is not a {cls.__name__}")
+        return spec
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -73,7 +79,8 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class UNetGenerator(nn.Module):
-    """U-Net: (B, 1, H, W) lightness in [-1, 1] -> (B, 2, H, W) ab in [-1, 1] (tanh)."""
+    """U-Net: (B, in_channels, H, W) input planes (:mod:`tilecolor.planes`: lightness in
+    [-1, 1], then any hint planes) -> (B, 2, H, W) ab in [-1, 1] (tanh)."""
 
     def __init__(self, spec: GeneratorSpec = GeneratorSpec()) -> None:
         super().__init__()
@@ -116,6 +123,33 @@ class UNetGenerator(nn.Module):
                 h = torch.cat([h, skips[-1 - j]], dim=1)
             h = layer(h)
         return h
+
+
+#: Generator architectures by the name checkpoints record: (spec class, constructor). A
+#: spec class has a ``name``, ``in_channels``, ``multiple``, ``to_dict`` and keyword fields.
+ARCHITECTURES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
+    GeneratorSpec.name: (GeneratorSpec, UNetGenerator),
+}
+
+
+def spec_from_dict(d: dict) -> Any:
+    """The architecture spec of a checkpoint's ``architecture`` table (a missing ``name``
+    is the U-Net). Raises ConfigError naming an unknown architecture or key."""
+    d = dict(d)
+    name = d.pop("name", GeneratorSpec.name)
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"unknown generator architecture {name!r}; known: "
+                          f"{sorted(ARCHITECTURES)}")
+    spec_cls = ARCHITECTURES[name][0]
+    unknown = set(d) - set(spec_cls.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown {name} generator keys: {sorted(unknown)}")
+    return spec_cls(**d)
+
+
+def build_generator(spec: Any) -> nn.Module:
+    """A freshly initialized generator of the architecture ``spec`` describes."""
+    return ARCHITECTURES[spec.name][1](spec)
 
 
 class PatchDiscriminator(nn.Module):

@@ -1,9 +1,11 @@
 """Turn a checkpoint into ``predict(batch) -> batch``, loaded once per process.
 
-The engine calls ``predict`` with a float32 array (N, 1, T, T) of network input (L/50 - 1)
-and gets (N, 2, T, T) of ab/110 back. :class:`GeneratorPredictor` is a small picklable
-description (checkpoint path + digest + device settings); the model itself is loaded on
-first use in each Dask worker process and cached by digest, never pickled into tasks.
+The engine calls ``predict`` with a float32 array (N, P, T, T) of the checkpoint's input
+planes (:mod:`tilecolor.planes`, in the order ``GeneratorPredictor.planes`` lists them:
+L/50 - 1 first) and gets (N, 2, T, T) of ab/110 back. :class:`GeneratorPredictor` is a
+small picklable description (checkpoint path + digest + device settings); the model itself
+is loaded on first use in each Dask worker process and cached by digest, never pickled
+into tasks.
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tilecolor.checkpoint import check_weights, load_generator, read_metadata, resolve
+from tilecolor.checkpoint import (
+    check_weights,
+    input_planes,
+    load_generator,
+    read_metadata,
+    resolve,
+)
 from tilecolor.errors import ConfigError
+from tilecolor.planes import L_ONLY
 
 _CACHE: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
@@ -46,6 +55,7 @@ class GeneratorPredictor:
     precision: str = "fp32"
     threads: int | None = None
     multiple: int = 1  #: tile sides must be multiples of this (2**depth)
+    planes: tuple[str, ...] = L_ONLY  #: the checkpoint's input planes, in batch order
 
     def _model(self):
         import torch
@@ -112,9 +122,10 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
         multiple, digest = model.spec.multiple, meta["sha256"]
     else:
         digest = check_weights(path)
-        multiple = 2 ** int(read_metadata(path)["architecture"].get("depth", 0))
+        meta = read_metadata(path)
+        multiple = 2 ** int(meta["architecture"].get("depth", 0))
     return GeneratorPredictor(str(path.resolve()), digest, device, precision, threads,
-                              multiple)
+                              multiple, input_planes(meta))
 
 
 def resolve_precision(device: str, precision: str = "auto") -> str:

@@ -14,6 +14,13 @@ Layout (one group per input image)::
                                        columns). Block (r, c) alone writes [r*Fy, r*Fy+fh) x
                                        [c*Fx, c*Fx+fw) of each (one writer per chunk).
     Ls, ab_small (h/k, w/k[, 2])       reduced L* and blended chroma (render_scale 1/k < 1)
+    Lc        (H/g, W/g)               the context copy's L* in cells of g pixels, written
+                                       by ingest block by block (context pass only:
+                                       :class:`tilecolor.hints.ContextPass`)
+    context_ab, hint_ab (2, h', w')    the hint field every map task reads: the context
+                                       pass's chroma, or a reference's (ab/110, one chunk)
+    hint_done (1, 1) uint8             the hint field is written (the context pass is
+                                       never recomputed on resume)
     ingest_done, map_done, reduce_done, compose_done  (nby, nbx) uint8
                                        explicit records of finished blocks per stage (a
                                        chunk equal to the fill value is never written, so
@@ -58,7 +65,7 @@ STAGES = ("ingest", "map", "reduce", "compose")
 
 
 #: Bumped when the meaning of the arrays changes: a store of another layout is not resumed.
-LAYOUT = 4
+LAYOUT = 5
 #: Width of the partial sums' chunks across a band (bands are less than a tile wide).
 PARTIAL_CHUNK = 64
 
@@ -93,13 +100,16 @@ class WorkStore:
     @classmethod
     def create(cls, path: str | Path, plan: Plan, dtype: str, *, output: str = "rgb",
                attrs: dict[str, Any] | None = None, render: Plan | None = None,
-               tiff_tiles: bool = False) -> WorkStore:
+               tiff_tiles: bool = False,
+               context_copy: tuple[int, int, int] | None = None) -> WorkStore:
         """Create (replacing any previous content) the arrays for one image.
 
         ``render`` is the generator's grid when chroma is rendered at reduced scale
         (``Settings.render_plan``); its blocks match ``plan``'s one to one. ``tiff_tiles``:
         the tasks that finish each output chunk also encode its TIFF tiles (levels 0 and 1;
         needs ``rgb`` output and blocks a multiple of ``2 * OUTPUT_TILE``).
+        ``context_copy`` = (height, width, cells per block side) of the context copy ``Lc``
+        (:attr:`tilecolor.hints.ContextPass.copy_shape`), or None without a context pass.
         """
         from tilecolor.outputs import OUTPUT_TILE, chunk_aligned, pyramid_shapes
 
@@ -129,9 +139,15 @@ class WorkStore:
             group.create_array(name, shape=(2, len(rows) * fy, len(cols) * fx),
                                chunks=chunks, dtype="float32", fill_value=0.0,
                                compressors=None)
+        if context_copy is not None:
+            hc, wc, bc = context_copy
+            group.create_array("Lc", shape=(hc, wc), chunks=(min(bc, hc), min(bc, wc)),
+                               dtype="float32", fill_value=0.0, compressors=_FAST)
         for stage in STAGES:
             group.create_array(f"{stage}_done", shape=(len(rows), len(cols)), chunks=(1, 1),
                                dtype="uint8", fill_value=0)
+        group.create_array("hint_done", shape=(1, 1), chunks=(1, 1), dtype="uint8",
+                           fill_value=0)
         cy, cx = output_chunks(b)
         if output == "rgb":
             group.create_array("rgb", shape=(h, w, 3), chunks=(min(cy, h), min(cx, w), 3),
@@ -168,6 +184,14 @@ class WorkStore:
         ``attrs`` when the caller has already read them)."""
         fy, fx = (attrs or self.attrs)["footprint"]
         return int(fy), int(fx)
+
+    def put_small(self, name: str, values: np.ndarray) -> None:
+        """Store a small array whole, as one chunk (replacing any previous one)."""
+        values = np.ascontiguousarray(values)
+        array = zarr.open_group(str(self.path), mode="r+").create_array(
+            name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
+            fill_value=0, overwrite=True)
+        array.with_config(WRITE_ALL)[...] = values
 
     def blocks_done(self, stage: str = "map") -> np.ndarray:
         """(nby, nbx) bool: which blocks finished ``stage``."""

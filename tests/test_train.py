@@ -9,7 +9,7 @@ import json
 import math
 import os
 import socket
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from tilecolor import data
 from tilecolor.checkpoint import load_generator
 from tilecolor.errors import ConfigError
-from tilecolor.train import TrainConfig, check_distributed, lr_at, main, train
+from tilecolor.train import HELP, TrainConfig, check_distributed, lr_at, main, train
 
 
 def _write_photos(directory: Path, n: int = 6, tiff: bool = True) -> Path:
@@ -95,37 +95,19 @@ def test_split_is_deterministic_and_spread(tmp_path):
         data.split_photos(paths, 10)
 
 
-def test_crops_are_pure_and_tiff_is_read_by_region(tmp_path):
+def test_tiff_photos_are_read_by_region(tmp_path):
     photos_dir = _write_photos(tmp_path / "photos")
     tif = data.Photo(photos_dir / "p1.tif")
     whole = tifffile.imread(photos_dir / "p1.tif")
     np.testing.assert_array_equal(tif.read(5, 7, 20, 30), whole[5:25, 7:37] / np.float32(255))
-    photos = data.load_photos(data.list_photos(photos_dir), 32)
-    ds = data.CropDataset(photos, 32, seed=1, repeats=2)
-    a, b = ds[(0, 3)], ds[(0, 3)]
-    assert a[0].shape == (1, 32, 32) and a[1].shape == (2, 32, 32)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(ds[(1, 3)][0], a[0])  # another epoch, another crop
-    assert -1 <= a[0].min() and a[0].max() <= 1 and a[1].abs().max() < 1
 
 
-def test_micro_batch_layout_and_restart(tmp_path):
-    photos = data.load_photos(data.list_photos(_write_photos(tmp_path / "photos")), 32)
-    ds = data.CropDataset(photos, 32, seed=1, repeats=4)  # 6 photos: 6 steps an epoch
-
-    def take(shards, start, n, workers=0):
-        it = data.micro_batches(ds, shards, n_shards=2, micro=2, start_step=start,
-                                num_workers=workers)
-        return [next(it)[0] for _ in range(n * len(shards))]
-
-    both = take([0, 1], 0, 8)  # one rank, accum 2
-    rank0, rank1 = take([0], 0, 8), take([1], 0, 8)  # two ranks, accum 1
-    for s in range(8):
-        assert torch.equal(both[2 * s], rank0[s]) and torch.equal(both[2 * s + 1], rank1[s])
-    later = take([0, 1], 5, 3)  # restart mid-epoch, across the epoch boundary
-    assert all(torch.equal(x, y) for x, y in zip(later, both[10:16], strict=True))
-    forked = take([0, 1], 0, 2, workers=2)  # worker processes (TIFF reopened per process)
-    assert all(torch.equal(x, y) for x, y in zip(forked, both[:4], strict=True))
+def test_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in fields(TrainConfig):
+        assert HELP[f.name] in text.replace("- ", "-"), f.name
 
 
 def test_checkpoints_samples_and_metrics(tmp_path):
@@ -139,16 +121,19 @@ def test_checkpoints_samples_and_metrics(tmp_path):
     assert meta["tile"] == 32 and meta["stride"] == 16
     train_paths, _ = data.split_photos(data.list_photos(cfg.data), cfg.val_count)
     assert meta["data_fingerprint"] == data.fingerprint(train_paths)
-    assert {"val_ab_l1", "val_gray_ab_l1", "l1_ab", "g_gan", "d"} <= set(meta["metrics"])
+    assert {"val_de", "val_de_gray", "val_de_hinted", "val_de_bilinear", "val_ab_l1",
+            "val_gray_ab_l1", "l1_ab", "g_gan", "d"} <= set(meta["metrics"])
+    assert meta["input_planes"] == ["L", "hint_a", "hint_b", "hint_mask"]
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, final[name]), name
     best = json.loads((out / "best" / "checkpoint.json").read_text())
     assert best["step"] in (2, 4)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
-    assert "g_gan" not in lines[1] and "g_gan" in lines[2] and "val_ab_l1" in lines[3]
+    assert "g_gan" not in lines[1] and "g_gan" in lines[2] and "val_de" in lines[3]
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000002.png",
                                                                   "step_000004.png"]
+    # one row per validation photo: its whole view, gray | model | truth
     assert Image.open(out / "samples" / "step_000004.png").size == (3 * 32, 2 * 32)
     assert Image.open(out / "losses.png").size[0] > 0
     with pytest.raises(ConfigError, match="--resume"):
@@ -242,7 +227,7 @@ def test_cuda_bf16_training_resumes_exactly_when_deterministic(tmp_path):
     _write_photos(tmp_path / "photos", tiff=False)
     kw = dict(device="cuda", deterministic=True, gan_start_step=1, ckpt_every=2)
     result = train(_config(tmp_path, "straight", **kw))
-    assert math.isfinite(result["val_ab_l1"])
+    assert math.isfinite(result["val_de"])
     train(_config(tmp_path, "resumed", **(kw | {"steps": 2})))
     train(_config(tmp_path, "resumed", **kw, resume=True))
     a = load_file(tmp_path / "straight" / "last" / "train_state.safetensors")

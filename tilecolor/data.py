@@ -1,14 +1,7 @@
-"""Training data: a folder of color photos -> random (lightness, ab) crops.
+"""Training data: a folder of color photos, its split, and the photos themselves.
 
-Every crop is a pure function of ``(seed, epoch, index)``: which photo, where, and whether it
-is flipped are drawn from a generator seeded with exactly those integers. Together with
-:class:`torch.utils.data.DistributedSampler` (seeded, ``set_epoch`` per epoch), the batch
-any rank sees at any step is a pure function of ``(seed, shard, step)``, so a resumed run
-replays the same data as an uninterrupted one.
-
-JPEG and PNG photos are decoded once per process and kept as uint8 RGB arrays (26 photos of
-up to 6028x3391 take about 1 GB). TIFFs are read by region through tifffile's Zarr view, so
-a gigapixel scan is never decoded whole.
+JPEG and PNG photos are decoded whole; TIFFs are read by region through tifffile's Zarr
+view. :mod:`tilecolor.crops` turns them into Lab pyramids and draws the training crops.
 """
 
 from __future__ import annotations
@@ -20,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from tilecolor.color import AB_SCALE, L_SCALE, lab_to_rgb, rgb_to_lab
+from tilecolor.color import AB_SCALE, L_SCALE, lab_to_rgb
 from tilecolor.errors import ConfigError, InputError
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -110,16 +102,8 @@ class Photo:
         return region.astype(np.float32) / np.float32(self.maxval)
 
 
-def to_network(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RGB (H, W, 3) in [0, 1] -> (lightness (1, H, W) in [-1, 1], ab (2, H, W) ~[-1, 1])."""
-    lab = rgb_to_lab(rgb)
-    lightness = lab[..., 0][None] / np.float32(L_SCALE) - 1.0
-    ab = np.moveaxis(lab[..., 1:], -1, 0) / np.float32(AB_SCALE)
-    return lightness.astype(np.float32), np.ascontiguousarray(ab, dtype=np.float32)
-
-
 def from_network(lightness: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
-    """Inverse of :func:`to_network`: (1, H, W), (2, H, W) -> uint8 RGB (H, W, 3)."""
+    """Network units (lightness (1, H, W) in [-1, 1], ab (2, H, W)) -> uint8 RGB (H, W, 3)."""
     lab = torch.cat([(lightness + 1) * L_SCALE, ab * AB_SCALE]).permute(1, 2, 0).numpy()
     return np.rint(lab_to_rgb(lab) * 255).astype(np.uint8)
 
@@ -141,65 +125,3 @@ def load_photos(paths: list[Path], crop: int) -> list[Photo]:
             raise InputError(ph.path, f"{ph.shape[1]}x{ph.shape[0]} is smaller than the "
                                       f"{crop}x{crop} training crop")
     return photos
-
-
-class CropDataset(Dataset):
-    """Random crops of a list of photos, keyed by ``(epoch, index)``.
-
-    An epoch has ``len(photos) * repeats`` items; item ``index`` comes from photo
-    ``index % len(photos)`` (each photo equally often, whatever its size), at a position and
-    flip drawn from ``np.random.default_rng((seed, epoch, index))``.
-    """
-
-    def __init__(self, photos: list[Photo], crop: int, seed: int, repeats: int,
-                 flip: bool = True) -> None:
-        self.photos, self.crop, self.seed, self.repeats, self.flip = (
-            photos, crop, seed, repeats, flip)
-
-    def __len__(self) -> int:
-        return len(self.photos) * self.repeats
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = key
-        photo = self.photos[index % len(self.photos)]
-        rng = np.random.default_rng((self.seed, epoch, index))
-        h, w = photo.shape
-        y = int(rng.integers(0, h - self.crop + 1))
-        x = int(rng.integers(0, w - self.crop + 1))
-        rgb = photo.read(y, x, self.crop, self.crop)
-        if self.flip and rng.random() < 0.5:
-            rgb = rgb[:, ::-1]
-        lightness, ab = to_network(rgb)
-        return torch.from_numpy(lightness), torch.from_numpy(ab)
-
-
-def center_crops(photos: list[Photo], crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed validation batch: the central ``crop`` x ``crop`` of each photo, as
-    (lightness (N, 1, crop, crop), ab (N, 2, crop, crop))."""
-    pairs = []
-    for ph in photos:
-        h, w = ph.shape
-        pairs.append(to_network(ph.read((h - crop) // 2, (w - crop) // 2, crop, crop)))
-    return (torch.from_numpy(np.stack([p[0] for p in pairs])),
-            torch.from_numpy(np.stack([p[1] for p in pairs])))
-
-
-def micro_batches(dataset: CropDataset, shards: list[int], n_shards: int, micro: int,
-                  start_step: int, num_workers: int = 0, pin_memory: bool = False):
-    """Yield this rank's micro-batches ``(lightness (b,1,T,T), ab (b,2,T,T))`` from
-    ``start_step`` on: per step, one per shard in ``shards``. An epoch shows every photo
-    ``batch_size`` times, so it lasts ``len(dataset.photos)`` steps."""
-    steps_per_epoch = len(dataset.photos)
-    epoch, k0 = divmod(start_step, steps_per_epoch)
-    while True:
-        per_shard = []
-        for shard in shards:
-            sampler = DistributedSampler(dataset, num_replicas=n_shards, rank=shard,
-                                         shuffle=True, seed=dataset.seed)
-            sampler.set_epoch(epoch)
-            per_shard.append(list(sampler))
-        keys = [(epoch, idx[k * micro + j]) for k in range(k0, steps_per_epoch)
-                for idx in per_shard for j in range(micro)]
-        yield from DataLoader(dataset, batch_size=micro, sampler=keys, num_workers=num_workers,
-                              pin_memory=pin_memory)
-        epoch, k0 = epoch + 1, 0

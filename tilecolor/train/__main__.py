@@ -1,0 +1,5 @@
+import sys
+
+from tilecolor.train.cli import main
+
+sys.exit(main())

@@ -27,6 +27,7 @@ log = logging.getLogger("tilecolor")
 _SPEC_KEYS = {"input_path": "input", "output_dir": "output", "checkpoint": "checkpoint",
               "tile": "tile", "stride": "stride", "blend": "blend", "block": "block",
               "batch_size": "batch_size", "render_scale": "render_scale", "fmt": "format",
+              "context": "context", "hint": "hint",
               "overwrite": "overwrite", "device": "device", "precision": "precision",
               "report": "report", "workers": "cluster.workers",
               "threads": "cluster.threads", "scheduler": "cluster.address",
@@ -98,6 +99,14 @@ def _quick_exit() -> None:
 @click.option("--render-scale", default=1.0, show_default=True,
               help="Predict chroma at this scale (1/k: 0.5 costs a quarter) and upsample it "
                    "under the full-resolution L.")
+@click.option("--context", type=click.IntRange(min=0), default=256, show_default=True,
+              help="Global context pass (checkpoints with hint planes): colorize a copy of "
+                   "the image downscaled to at most this longer side first; its colors are "
+                   "every tile's hint. 0 turns it off.")
+@click.option("--hint", type=click.Path(exists=True, path_type=Path),
+              help="Guided mode (checkpoints with hint planes): a color image of the same "
+                   "scene, any size and format, whose colors replace the context pass's; a "
+                   "folder of them for a folder of inputs, matched by file name stem.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format [default: the input's].")
 @click.option("--workers", type=int,
@@ -231,7 +240,7 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
         settings = Settings(tile=cfg.tile, stride=cfg.stride, blend=Blend(cfg.blend),
                             block=cfg.block,
                             batch_size=default_batch_size(cfg.device, cfg.batch_size),
-                            render_scale=cfg.render_scale,
+                            render_scale=cfg.render_scale, context=cfg.context,
                             resources=inference_resources(cfg.device, cfg.cluster.kind))
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
@@ -363,6 +372,9 @@ def train(ctx: click.Context) -> None:
               help="Tiles per generator call [default: 8 on CPU, 32 on CUDA].")
 @click.option("--threads", type=int, help="torch threads of the worker [default: all cores].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--context", type=click.IntRange(min=0), default=256, show_default=True,
+              help="Longer side of the global context pass (checkpoints with hint planes); "
+                   "0 turns it off.")
 @click.option("--max-side", type=click.IntRange(min=16),
               help="Downsize each photo (Lanczos) to this longer side first [default: native].")
 @click.option("--save-images", is_flag=True, help="Also keep the colorized PNGs in OUT/images.")
@@ -371,7 +383,7 @@ def train(ctx: click.Context) -> None:
 def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_count: int,
                      out_dir: Path, tile: int, stride: int, blend: str, block: int,
                      batch_size: int | None, threads: int | None, device: str,
-                     max_side: int | None,
+                     context: int, max_side: int | None,
                      save_images: bool, verbose: int, quiet: int) -> None:
     """Measure a checkpoint on color photos (PSNR, SSIM, CIEDE2000, ab RMSE, colorfulness)
     against the gray baseline, colorizing through the same tiled engine as `run`."""
@@ -385,7 +397,7 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     try:
         settings = Settings(tile=tile, stride=stride, blend=Blend(blend), block=block,
                             batch_size=default_batch_size(device, batch_size),
-                            resources=inference_resources(device, "local"))
+                            context=context, resources=inference_resources(device, "local"))
         photos = select_photos(data_dir, split, val_count)
     except ConfigError as e:
         raise click.UsageError(str(e)) from e

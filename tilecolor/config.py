@@ -75,6 +75,8 @@ class RunConfig:
     block: int = 2048
     batch_size: int | None = None  #: None: predict.default_batch_size(device)
     render_scale: float = 1.0
+    context: int = 256  #: longer side of the context pass's copy (hints.DEFAULT_CONTEXT); 0 off
+    hint: str | None = None  #: guided mode: a reference image, or a folder of them
     format: str | None = None
     overwrite: bool = False
     device: str = "cpu"
@@ -94,6 +96,8 @@ class RunConfig:
             _bad("device", self.device)
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             _bad("precision", self.precision)
+        if self.context < 0:
+            _bad("context", self.context)
         object.__setattr__(self, "input", tuple(self.input))
 
 
@@ -156,7 +160,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     base = path.resolve().parent
     if "input" in raw:
         raw["input"] = [_resolve(base, s) for s in raw["input"]]
-    for key in ("output", "checkpoint", "report"):
+    for key in ("output", "checkpoint", "report", "hint"):
         if raw.get(key):
             raw[key] = _resolve(base, raw[key])
     for key in ("tls_ca_file", "tls_cert", "tls_key"):

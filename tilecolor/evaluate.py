@@ -244,6 +244,7 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
     from tilecolor.engine import Settings
     from tilecolor.errors import TilecolorError
     from tilecolor.pipeline import plan_batch, run_jobs
+    from tilecolor.planes import takes_hint
     from tilecolor.predict import make_predictor
 
     settings = settings or Settings()
@@ -313,6 +314,7 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
             "settings": {"tile": settings.tile, "stride": settings.stride,
                          "blend": str(settings.blend.value), "block": settings.block,
                          "batch_size": settings.batch_size, "device": device,
+                         "context": settings.context if takes_hint(settings.planes) else 0,
                          "threads": threads, "max_side": max_side},
             "seconds": {"colorize": round(color_seconds, 3),
                         "total": round(time.perf_counter() - t_start, 3)}}

@@ -24,9 +24,11 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tilecolor.engine import Predict, Settings, ingest_region, submit_image
+from tilecolor.engine import Hint, Predict, Settings, ingest_region, submit_image
 from tilecolor.errors import InputError, OutputError, TilecolorError, one_line
+from tilecolor.hints import ContextPass
 from tilecolor.io import ImageInfo, output_path, probe
+from tilecolor.planes import takes_hint
 from tilecolor.progress import Progress
 from tilecolor.safety import check_dest, check_output_size, file_ids, work_name
 from tilecolor.store import LAYOUT, WorkStore
@@ -87,17 +89,18 @@ def find_inputs(patterns: list[str | Path] | str | Path) -> list[Path]:
 
 
 def fingerprint(src: Path, model_digest: str, settings: Settings, fmt: str,
-                page: int = 0, precision: str = "fp32") -> str:
+                page: int = 0, precision: str = "fp32", hint: str | None = None) -> str:
     """Identity of a result: input (size, mtime, first and last MiB), page, model, its
-    arithmetic and settings. Page 0 and fp32 add nothing, so results written before those
-    were options keep their fingerprint."""
+    arithmetic, settings and ``hint`` (:func:`hint_identity`). Page 0, fp32 and no hint
+    add nothing, so results written before those were options keep their fingerprint."""
     st = src.stat()
     h = hashlib.sha256()
     h.update(json.dumps([st.st_size, st.st_mtime_ns, model_digest, settings.render_scale,
                          settings.tile,
                          settings.stride, str(settings.blend), fmt,
                          *([page] if page else []),
-                         *([precision] if precision != "fp32" else [])]).encode())
+                         *([precision] if precision != "fp32" else []),
+                         *([hint] if hint else [])]).encode())
     with open(src, "rb") as f:
         h.update(f.read(1 << 20))
         if st.st_size > 2 << 20:
@@ -118,6 +121,7 @@ class Job:
     manifest: Path
     fingerprint: str
     tiles: int
+    hint: Hint | None = None  #: where its tiles' hint comes from (None: no hint planes)
     t0: float = field(default_factory=time.perf_counter)
     graph: object = None
     generator_seconds: float = 0.0
@@ -141,7 +145,9 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
     claimed.add(dest)
     work = out_dir / WORK_DIR
     manifest = work / f"{work_name(src)}.done.json"
-    fp = fingerprint(src, model_digest, settings, out_fmt, info.page, precision)
+    hint = settings.context_pass(info.height, info.width)
+    fp = fingerprint(src, model_digest, settings, out_fmt, info.page, precision,
+                     hint_identity(settings, hint))
     if dest.exists() and not overwrite:
         try:
             previous = json.loads(manifest.read_text()).get("fingerprint")
@@ -165,8 +171,25 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
         work.mkdir(parents=True, exist_ok=True)
         store = WorkStore.create(store.path, plan, info.dtype, attrs=attrs,
                                  render=settings.render_plan(info.height, info.width),
-                                 tiff_tiles=tiff_tiles(out_fmt, settings.block))
-    return Job(src, info, dest, out_fmt, store, manifest, fp, plan.n_tiles)
+                                 tiff_tiles=tiff_tiles(out_fmt, settings.block),
+                                 context_copy=context_copy(hint, settings.block))
+    return Job(src, info, dest, out_fmt, store, manifest, fp, plan.n_tiles, hint)
+
+
+def hint_identity(settings: Settings, hint: Hint | None) -> str | None:
+    """What a result's fingerprint records of its hint: nothing for a generator without
+    hint planes, else the context size (0: off) or the reference's SHA-256."""
+    if not takes_hint(settings.planes):
+        return None
+    digest = getattr(hint, "digest", None)
+    return f"hint={digest}" if digest else f"context={settings.context}"
+
+
+def context_copy(hint: Hint | None, block: int) -> tuple[int, int, int] | None:
+    """The working store's context copy for ``hint`` (WorkStore.create), or None."""
+    if not isinstance(hint, ContextPass):
+        return None
+    return (*hint.copy_shape, block // hint.step)
 
 
 def tiff_tiles(fmt: str, block: int) -> bool:
@@ -264,7 +287,8 @@ class Preingest:
                 for r, c in np.argwhere(~job.store.blocks_done("ingest")).tolist():
                     if self._stop.is_set():
                         return
-                    ingest_region(job.info, job.store, plan, r, c)
+                    ingest_region(job.info, job.store, plan, r, c,
+                                  job.hint if isinstance(job.hint, ContextPass) else None)
                     self.blocks += 1
             except Exception as e:  # noqa: BLE001 - the ingest task reports it
                 log.debug("%s: not ingested ahead (%s)", job.src, one_line(str(e)))
@@ -343,7 +367,7 @@ def run_jobs(client, jobs: list[Job], settings: Settings, predict: Predict, *,
             job.store.set_threads(0)  # a hint an interrupted run left
         job.graph = submit_image(client, job.info, job.store, settings, predict,
                                  dest=job.dest, fmt=job.fmt, rank=next(ranks),
-                                 defer=window is not None)
+                                 defer=window is not None, hint=job.hint)
         finals[job.graph.final] = job
         active.append(job)
         bar.add_total(len(job.graph.futures) + job.graph.unsubmitted)
@@ -411,6 +435,7 @@ def write_report(path: Path, results: list[ImageResult], seconds: float,
     report = {
         "settings": {"tile": settings.tile, "stride": settings.stride,
                      "render_scale": settings.render_scale,
+                     "context": settings.context if takes_hint(settings.planes) else 0,
                      "blend": str(settings.blend), "block": settings.block,
                      "batch_size": settings.batch_size, "device": device,
                      "precision": precision},

@@ -269,9 +269,10 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
             raise click.UsageError(f"--tile must be a multiple of {predict.multiple} for this "
                                    f"checkpoint (2**depth), got tile={settings.tile}")
         settings = replace(settings, planes=predict.planes)
+        reference = _check_hint(cfg, predict, inputs)
         jobs, results = plan_batch(inputs, out_dir, settings, predict.digest,
                                    fmt=cfg.format, overwrite=cfg.overwrite, policy=policy,
-                                   precision=precision)
+                                   precision=precision, reference=reference)
         if jobs:
             _check_disk(jobs, settings, out_dir)
             if cfg.device == "cuda" and cluster.kind == "local" and not cluster.gpus:
@@ -323,6 +324,25 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
     for r in failed:
         click.echo(f"  failed: {one_line(r.error)}", err=True)
     return 1 if failed else 0
+
+
+def _check_hint(cfg, predict, inputs: list[Path]) -> Path | None:
+    """``--hint`` as a path, or None; a usage error when the checkpoint takes no hint, or
+    a single reference file is given for several inputs."""
+    from tilecolor.planes import takes_hint
+
+    if not cfg.hint:
+        return None
+    hint = Path(cfg.hint)
+    if not takes_hint(predict.planes):
+        raise click.UsageError(f"--hint needs a checkpoint with hint planes; "
+                               f"{predict.checkpoint} takes {list(predict.planes)}")
+    if not hint.exists():
+        raise click.UsageError(f"--hint {hint} does not exist")
+    if not hint.is_dir() and len(inputs) > 1:
+        raise click.UsageError(f"--hint {hint} is one image for {len(inputs)} inputs: give "
+                               f"a folder of references named like the inputs")
+    return hint
 
 
 def _check_disk(jobs, settings, out_dir: Path) -> None:

@@ -203,6 +203,25 @@ def plan_reference(src: Path, height: int, width: int, reference: Path, size: in
     return Reference(info, height, width, factor, digest)
 
 
+def find_reference(src: Path, hint: Path) -> Path:
+    """The reference for input ``src``: ``hint`` itself when it is a file, else the one
+    image file in folder ``hint`` with ``src``'s name stem (InputError when there is
+    none, or several)."""
+    from tilecolor.validate import is_candidate
+
+    hint = Path(hint)
+    if not hint.is_dir():
+        return hint
+    found = sorted(p for p in hint.iterdir()
+                   if p.stem == src.stem and is_candidate(p.name) and not p.is_dir())
+    if not found:
+        raise InputError(src, f"no hint for it in {hint} (no image named {src.stem}.*)")
+    if len(found) > 1:
+        raise InputError(src, f"several hints for it in {hint}: "
+                              f"{', '.join(p.name for p in found)}")
+    return found[0]
+
+
 def read_color(info: ImageInfo) -> np.ndarray:
     """A color image as (h, w, 3) float32 sRGB in [0, 1], upright. Raises InputError."""
     path = info.path

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tilecolor.engine import Hint, Predict, Settings, ingest_region, submit_image
 from tilecolor.errors import InputError, OutputError, TilecolorError, one_line
-from tilecolor.hints import ContextPass
+from tilecolor.hints import DEFAULT_CONTEXT, ContextPass, find_reference, plan_reference
 from tilecolor.io import ImageInfo, output_path, probe
 from tilecolor.planes import takes_hint
 from tilecolor.progress import Progress
@@ -132,7 +132,7 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
               fmt: str | None, overwrite: bool, claimed: set[Path],
               policy: InputPolicy | None = None,
               protected: set[tuple[int, int]] | None = None,
-              precision: str = "fp32") -> Job | ImageResult:
+              precision: str = "fp32", reference: Path | None = None) -> Job | ImageResult:
     info = probe(src, policy)
     out_fmt = fmt or info.format
     dest = output_path(out_dir, src, out_fmt)
@@ -145,7 +145,7 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
     claimed.add(dest)
     work = out_dir / WORK_DIR
     manifest = work / f"{work_name(src)}.done.json"
-    hint = settings.context_pass(info.height, info.width)
+    hint = image_hint(src, info, settings, reference, policy)
     fp = fingerprint(src, model_digest, settings, out_fmt, info.page, precision,
                      hint_identity(settings, hint))
     if dest.exists() and not overwrite:
@@ -176,6 +176,20 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
     return Job(src, info, dest, out_fmt, store, manifest, fp, plan.n_tiles, hint)
 
 
+def image_hint(src: Path, info: ImageInfo, settings: Settings, reference: Path | None,
+               policy: InputPolicy | None = None) -> Hint | None:
+    """Where image ``src``'s hint comes from: for a generator with hint planes, its
+    reference image (``reference``: the file, or a folder holding one of the same name
+    stem; InputError when there is none or it does not fit), else its context pass."""
+    if not takes_hint(settings.planes):
+        return None
+    if reference is None:
+        return settings.context_pass(info.height, info.width)
+    path = find_reference(src, reference)
+    return plan_reference(src, info.height, info.width, path,
+                          settings.context or DEFAULT_CONTEXT, policy)
+
+
 def hint_identity(settings: Settings, hint: Hint | None) -> str | None:
     """What a result's fingerprint records of its hint: nothing for a generator without
     hint planes, else the context size (0: off) or the reference's SHA-256."""
@@ -202,11 +216,15 @@ def tiff_tiles(fmt: str, block: int) -> bool:
 
 def plan_batch(inputs: list[Path], out_dir: Path, settings: Settings, model_digest: str, *,
                fmt: str | None = None, overwrite: bool = False,
-               policy: InputPolicy | None = None, precision: str = "fp32"
+               policy: InputPolicy | None = None, precision: str = "fp32",
+               reference: Path | None = None
                ) -> tuple[list[Job], dict[Path, ImageResult]]:
     """Check every input's header and decide what to do, without a cluster.
 
-    ``policy`` sets the pixel limit and TIFF page; ``precision`` is the generator's
+    ``reference`` (guided mode, ``--hint``): a color image of the scene, or a folder of
+    them matched to the inputs by name stem; each image's reference is checked here (a
+    missing or unfit one fails that image only). ``policy`` sets the pixel limit and
+    TIFF page; ``precision`` is the generator's
     arithmetic (a bf16 result is not an fp32 one: it is part of the fingerprint). Returns
     the jobs to run and the results already known (up to date, or failed checks).
     """
@@ -215,7 +233,7 @@ def plan_batch(inputs: list[Path], out_dir: Path, settings: Settings, model_dige
     for src in inputs:
         try:
             item = _plan_one(src, out_dir, settings, model_digest, fmt, overwrite, claimed,
-                             policy, protected, precision)
+                             policy, protected, precision, reference)
         except TilecolorError as e:
             known[src] = ImageResult(str(src), "failed", error=str(e))
             log.error("%s", e)

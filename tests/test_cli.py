@@ -89,7 +89,7 @@ def test_some_inputs_fail_exit_1_others_complete(photos, tmp_path, tiny_checkpoi
     (["--block", "32"], "block must be at least"),
     (["--blend", "median"], "Invalid value for '--blend'"),
     (["--workers", "0"], "must be >= 1"),
-    (["--precision", "bf16"], "precision bf16 needs device cuda"),
+    (["--precision", "fp16"], "precision fp16 needs device cuda"),
     (["--precision", "fp8"], "Invalid value for '--precision'"),
 ])
 def test_usage_errors_exit_2(photos, tmp_path, args, message):

@@ -165,15 +165,19 @@ def test_default_max_pixels_matches_the_input_checks():
 
 
 def test_precision_resolves_per_device():
+    from tilecolor.hardware import cpu_has_native_bf16
     from tilecolor.predict import resolve_precision
 
     assert build({"precision": "fp16"}, {}).precision == "fp16"
     with pytest.raises(ConfigError, match="precision"):
         build({"precision": "fp64"}, {})
-    assert resolve_precision("cpu") == "fp32" and resolve_precision("cuda") == "bf16"
+    native = cpu_has_native_bf16()
+    assert resolve_precision("cpu") == ("bf16" if native else "fp32")
+    assert resolve_precision("cuda") == "bf16" and resolve_precision("cpu", "fp32") == "fp32"
     assert resolve_precision("cuda:1", "fp16") == "fp16"
+    assert resolve_precision("cpu", "bf16") == "bf16"  # asked for: runs, emulated or not
     with pytest.raises(ConfigError, match="needs device cuda"):
-        resolve_precision("cpu", "bf16")
+        resolve_precision("cpu", "fp16")
 
 
 @pytest.mark.parametrize("cores,free_gib,cpu,cuda", [(2, 24, 2, 1), (16, 126, 16, 8),

@@ -20,6 +20,7 @@ from tilecolor.cluster import require_resource
 from tilecolor.engine import Settings, submit_image
 from tilecolor.errors import TilecolorError
 from tilecolor.io import probe
+from tilecolor.predict import resolve_precision
 from tilecolor.store import WorkStore
 
 ARGS = ["--tile", "64", "--stride", "32", "--block", "64", "--threads", "1",
@@ -144,7 +145,8 @@ def test_report_json_and_html(tmp_path, tiny_checkpoint):
     assert 0 < cpu <= by_name["a.tif"]["generator_seconds"] * 1.01 + 0.01
     assert by_name["bad.png"]["status"] == "failed" and "bad.png" in by_name["bad.png"]["error"]
     assert report["totals"]["done"] == 1 and report["totals"]["failed"] == 1
-    assert report["settings"]["device"] == "cpu" and report["settings"]["precision"] == "fp32"
+    assert report["settings"]["device"] == "cpu"
+    assert report["settings"]["precision"] == resolve_precision("cpu")  # what auto chose
     html = next(reports.glob("run-*.html")).read_text()
     assert "colorize_block" in html
     # without --report: the JSON report only (the HTML one costs a second or more per run)

@@ -25,6 +25,7 @@ from tilecolor.checkpoint import (
     resolve,
 )
 from tilecolor.errors import ConfigError
+from tilecolor.hardware import cpu_has_native_bf16
 from tilecolor.planes import L_ONLY
 
 _CACHE: dict[tuple[str, str], object] = {}
@@ -43,7 +44,7 @@ class GeneratorPredictor:
         SHA-256 of its weights (the cache key and part of the run fingerprint).
     device : {"cpu", "cuda"}
     precision : {"fp32", "bf16", "fp16"}
-        Autocast dtype on CUDA (:func:`resolve_precision`); CPU runs float32 only.
+        Autocast dtype (:func:`resolve_precision`); fp16 on CUDA only.
     threads : int or None
         torch intra-op threads per worker process (Dask nannies set OMP_NUM_THREADS=1,
         so this must be set explicitly to use more than one core).
@@ -99,8 +100,9 @@ class GeneratorPredictor:
                     y = model(x)
                 return y.float().contiguous().cpu().numpy()
             # NHWC activations (the weights are channels_last too); (N, 2, T, T) back out
-            y = model(x.contiguous(memory_format=torch.channels_last))
-            return y.contiguous().numpy()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                y = model(x.contiguous(memory_format=torch.channels_last))
+            return y.float().contiguous().numpy()
 
 
 def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: str = "fp32",
@@ -129,16 +131,17 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
 
 
 def resolve_precision(device: str, precision: str = "auto") -> str:
-    """The generator's arithmetic: ``auto`` is bf16 on CUDA (1.2x fp32's tiles/s at batch
-    32 on the H200, BENCHMARKS.md; bf16 keeps fp32's range, so no overflow where fp16
-    could) and fp32 on CPU, the only one the CPU path runs."""
+    """The generator's arithmetic. ``auto`` is bf16 on CUDA and on a CPU with native bf16
+    (AVX512_BF16 or AMX: about twice fp32's speed there, BENCHMARKS.md), fp32 on other
+    CPUs (where bf16 is emulated and slower). bf16 keeps fp32's range, so it cannot
+    overflow where fp16 could; fp16 runs on CUDA only."""
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got "
                           f"precision={precision!r}")
     if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
-    if precision != "fp32" and not device.startswith("cuda"):
-        raise ConfigError(f"precision {precision} needs device cuda (the CPU path runs fp32)")
+        return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ConfigError("precision fp16 needs device cuda (the CPU path runs fp32 or bf16)")
     return precision
 
 

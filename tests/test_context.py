@@ -221,6 +221,8 @@ def test_context_in_the_job_spec(gray_dir, tmp_path, hinted_checkpoint):
     assert r.exit_code == 2 and "context" in r.output
     r = run_cli(["--input", str(gray_dir), "--context", "-3"])
     assert r.exit_code == 2 and "--context" in r.output
+    r = run_cli(["--input", str(gray_dir), "--context", "5000"])
+    assert r.exit_code == 2 and "context must be 0 (off) to 4096" in r.output
 
 
 def test_kill_9_resume_never_mixes_contexts(tmp_path, hinted_checkpoint):
@@ -287,3 +289,23 @@ def test_kill_9_resume_never_mixes_contexts(tmp_path, hinted_checkpoint):
             == (tmp_path / "ref32" / "big.tif").read_bytes())
     assert ((tmp_path / "ref32" / "big.tif").read_bytes()
             != (tmp_path / "ref64" / "big.tif").read_bytes())
+
+
+def test_chunks_finished_by_their_map_task_get_the_context_too(tmp_path, hinted_checkpoint):
+    """stride = tile and TIFF tiles encoded by the map tasks (no ingest task without a
+    context pass): with one, every block is ingested into the copy first, and the TIFF
+    holds the same pixels as a PNG of the same run."""
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "a.tif", smooth_image(1100, 700, seed=3), tile=(64, 64))
+    outs = {}
+    for fmt in ("tiff", "png"):
+        r = run_cli(["--input", str(src), "--output", str(tmp_path / fmt), "--checkpoint",
+                     str(hinted_checkpoint), "--tile", "64", "--stride", "64", "--block",
+                     "512", "--dashboard-address", "127.0.0.1:0", "--threads", "1", "-q",
+                     "--context", "100", "--format", fmt])
+        assert r.exit_code == 0, r.output
+        path = next((tmp_path / fmt).glob("a.*"))
+        outs[fmt] = (tifffile.imread(path) if fmt == "tiff"
+                     else np.asarray(Image.open(path)))
+    np.testing.assert_array_equal(outs["tiff"], outs["png"])

@@ -42,6 +42,7 @@ from tilecolor.color import (
 from tilecolor.errors import ConfigError
 from tilecolor.hints import (
     DEFAULT_CONTEXT,
+    MAX_CONTEXT,
     ContextPass,
     HintField,
     Reference,
@@ -90,8 +91,9 @@ class Settings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "blend", Blend(self.blend))
         object.__setattr__(self, "planes", check_planes(self.planes))
-        if self.context < 0:
-            raise ConfigError(f"context must be >= 0 (0: off), got context={self.context}")
+        if not 0 <= self.context <= MAX_CONTEXT:
+            raise ConfigError(f"context must be 0 (off) to {MAX_CONTEXT} (one task holds the "
+                              f"context copy), got context={self.context}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got batch_size={self.batch_size}")
         k = round(1 / self.render_scale) if self.render_scale > 0 else 0

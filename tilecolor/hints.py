@@ -42,6 +42,8 @@ CONTEXT_COPY = "Lc"  #: the context copy of L* (at ContextPass.step), written by
 CONTEXT_AB = "context_ab"  #: the context pass's chroma (2, Hc, Wc), the hint field
 REFERENCE_AB = "hint_ab"  #: a reference image's chroma, the hint field in guided mode
 DEFAULT_CONTEXT = 256  #: longer side of the context copy (``--context``)
+#: The context pass is one task holding its copy (and the planes of its tiles) in memory.
+MAX_CONTEXT = 4096
 #: A reference may differ from the input's aspect ratio by this much (relative).
 ASPECT_TOLERANCE = 0.01
 

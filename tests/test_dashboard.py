@@ -48,10 +48,25 @@ def slow_affine(x):
     return np.concatenate([0.5 * x, -0.25 * x], axis=1)
 
 
-def test_dashboard_task_stream_shows_tilecolor_tasks(tmp_path):
+def _offline_selenium(monkeypatch) -> None:
+    """Selenium Manager downloads driver lists and sends usage statistics; with the
+    system's chromedriver given it has no reason to run, and this makes sure it does not
+    (a test must not reach outside this machine)."""
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Selenium Manager was invoked: it would reach the network")
+
+    monkeypatch.setenv("SE_AVOID_STATS", "true")
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    monkeypatch.setattr(SeleniumManager, "binary_paths", refuse)  # raises if renamed
+
+
+def test_dashboard_task_stream_shows_tilecolor_tasks(tmp_path, monkeypatch):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
+    _offline_selenium(monkeypatch)
     img = smooth_image(512, 512, seed=3)
     tifffile.imwrite(tmp_path / "in.tif", img, tile=(64, 64))
     info = probe(tmp_path / "in.tif")

@@ -119,6 +119,23 @@ def test_cli_refuses_output_inside_input(photos, tiny_checkpoint):
     assert r.exit_code == 2 and "--allow-output-in-input" in r.output
 
 
+def test_a_linked_input_from_above_the_output_does_not_stop_the_batch(photos, tmp_path,
+                                                                     tiny_checkpoint):
+    """A link in the input folder to a photo in a folder that holds the output folder:
+    that folder is not an input folder, so every image is colorized."""
+    above = tmp_path / "archive"
+    above.mkdir()
+    Image.fromarray(smooth_image(90, 120, seed=2)).save(above / "linked.png")
+    os.symlink(above / "linked.png", photos / "link.png")
+    out = above / "colorized"
+    r = CliRunner().invoke(main, ["run", "--input", str(photos), "--output", str(out),
+                                  "--checkpoint", str(tiny_checkpoint), *FAST])
+    assert r.exit_code == 0, r.output
+    assert (out / "a.png").is_file() and (out / "link.png").is_file()
+    assert (above / "linked.png").is_file() and not (photos / "link.png").samefile(out /
+                                                                                  "link.png")
+
+
 def test_cli_fails_early_when_the_disk_is_too_small(photos, tmp_path, tiny_checkpoint,
                                                     monkeypatch):
     monkeypatch.setattr("tilecolor.safety.shutil.disk_usage", lambda p: Usage(10**6, 10**6, 1000))

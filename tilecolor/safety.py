@@ -30,8 +30,13 @@ _NAME_BYTES = 180  #: longest work name kept as is (plus ".done.json.tmp" < 255 
 
 
 def input_folders(inputs: Iterable[Path], given: Iterable[Path] = ()) -> set[Path]:
-    """Resolved folders the inputs live in, plus any folder given as an input."""
-    folders = {Path(p).resolve().parent for p in inputs}
+    """Resolved folders the inputs are listed in, plus any folder given as an input.
+
+    An input that is a symlink counts in the folder that holds the link, not its target's:
+    the target's folder is not one the run reads (and an output over the target itself is
+    refused image by image, :func:`check_dest`).
+    """
+    folders = {Path(p).parent.resolve() for p in inputs}
     return folders | {Path(g).resolve() for g in given if Path(g).is_dir()}
 
 

@@ -55,7 +55,7 @@ def gray_from_photo(name: str, width: int, height: int) -> np.ndarray:
     """A validation photo, resized to cover (width, height), center-cropped, as gray uint8."""
     from PIL import Image
 
-    from tilecolor.color import rgb_to_gray
+    from tilecolor.core.color import rgb_to_gray
 
     Image.MAX_IMAGE_PIXELS = None  # our own photos, resized past Pillow's bomb limit on purpose
     with Image.open(PHOTOS / name) as im:
@@ -156,7 +156,7 @@ def throughput_at(args, side: int) -> None:
     import tifffile
 
     from tilecolor.cluster import WORKER_MALLOC
-    from tilecolor.tiling import tile_origins
+    from tilecolor.core.tiling import tile_origins
 
     tile = 256
     work = Path(tempfile.mkdtemp(prefix="tc-bench-"))
@@ -180,9 +180,9 @@ def throughput_at(args, side: int) -> None:
     # (argv: torch threads, this process's share k of n: tiles k, k + n, ...)
     bare_script = (
         "import sys,time,numpy as np,tifffile\n"
-        "from tilecolor.color import gray_to_lightness, lightness_to_input\n"
-        "from tilecolor.predict import make_predictor\n"
-        "from tilecolor.tiling import tile_origins\n"
+        "from tilecolor.core.color import gray_to_lightness, lightness_to_input\n"
+        "from tilecolor.model.predict import make_predictor\n"
+        "from tilecolor.core.tiling import tile_origins\n"
         "threads,k,n=map(int,sys.argv[1:])\n"
         f"p=make_predictor({str(args.checkpoint)!r},threads=threads)\n"
         f"g=tifffile.imread({str(work / 'in' / 'img.tif')!r})\n"
@@ -241,9 +241,9 @@ def throughput_at(args, side: int) -> None:
     script = (
         "import sys,time,numpy as np,torch,tifffile\n"
         "from monai.inferers import sliding_window_inference\n"
-        "from tilecolor.checkpoint import load_generator\n"
-        "from tilecolor.color import compose_rgb, gray_to_lightness, lightness_to_input\n"
-        "from tilecolor.nets import for_inference\n"
+        "from tilecolor.model.checkpoint import load_generator\n"
+        "from tilecolor.core.color import compose_rgb, gray_to_lightness, lightness_to_input\n"
+        "from tilecolor.model.nets import for_inference\n"
         "from tilecolor.outputs import TIFF_CODEC\n"
         f"torch.set_num_threads({threads})\n"
         # the generator exactly as tilecolor's predictor runs it (BN folded, NHWC)
@@ -319,7 +319,7 @@ def throughput_at(args, side: int) -> None:
 # --------------------------------------------------------------------------------- quality
 
 def seam_band(length: int, tile: int, stride: int) -> np.ndarray:
-    from tilecolor.tiling import tile_origins
+    from tilecolor.core.tiling import tile_origins
 
     band = np.zeros(length, bool)
     for o in tile_origins(length, tile, stride):
@@ -350,12 +350,12 @@ def quality(args) -> None:
     import tifffile
     from distributed import Client, LocalCluster
 
-    from tilecolor.color import gray_to_lightness, lightness_to_input
+    from tilecolor.core.color import gray_to_lightness, lightness_to_input
+    from tilecolor.core.tiling import Plan
     from tilecolor.engine import Settings, submit_image
     from tilecolor.io import probe
-    from tilecolor.predict import make_predictor
+    from tilecolor.model.predict import make_predictor
     from tilecolor.store import WorkStore
-    from tilecolor.tiling import Plan
 
     h, w, tile = args.height, args.width, 256
     work = Path(tempfile.mkdtemp(prefix="tc-quality-"))

@@ -85,7 +85,7 @@ def seeds() -> list[bytes]:
 
 def one(data: bytes) -> None:
     """Run probe and a reader on ``data``; record anything that is not an InputError."""
-    from tilecolor.errors import InputError
+    from tilecolor.core.errors import InputError
     from tilecolor.io import probe, read_tiff_region, read_whole
     from tilecolor.validate import InputPolicy
 

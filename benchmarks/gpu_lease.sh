@@ -16,7 +16,7 @@ timeout "$T" python3 -m tilecolor.train "${COMMON[@]}" --out /tmp/runs/gan \
 wait
 ls -la /tmp/runs/*/ >> "$OUT/gpu.txt"
 best=/tmp/runs/gan/best
-python3 -c "from tilecolor.checkpoint import load_generator as l; l('$best')" || best=/tmp/runs/l1/best
+python3 -c "from tilecolor.model.checkpoint import load_generator as l; l('$best')" || best=/tmp/runs/l1/best
 timeout 100 python3 benchmarks/gpu_throughput.py --checkpoint "$best" \
     --out "$OUT/throughput.md" >> "$OUT/gpu.txt" 2>&1
 cd /tmp/runs && tar czf /tmp/ckpts.tgz */best/checkpoint.json */best/generator.safetensors \

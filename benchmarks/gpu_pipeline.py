@@ -135,7 +135,7 @@ def generator_rows(args, rep: Report) -> dict[tuple[str, int], float]:
     """Section 1: tiles/s per (precision, batch)."""
     from gpu_throughput import tiles_per_second
 
-    from tilecolor.predict import make_predictor
+    from tilecolor.model.predict import make_predictor
 
     rep.add(f"\n### Generator alone: `{args.checkpoint}`, 256 x 256 tiles, "
             f"{args.seconds:g} s per cell\n",
@@ -198,7 +198,7 @@ def pipeline_row(args, rep: Report, inp: Path, out: Path, side: int, workers: in
                         .read_text())
     mp = side * side / 1e6
     vs = f"{mp / wall / ceiling:.3f}x" if ceiling else "-"
-    from tilecolor import kernels as compiled
+    from tilecolor.core import kernels as compiled
 
     used = "numba" if kernels and compiled.AVAILABLE else "numpy"
     rep.add(f"| {workers or 'default (' + str(report_workers(args)) + ')'} | {used} | "
@@ -258,7 +258,7 @@ def main() -> None:
 
     try:
         tps = generator_rows(args, rep)
-        from tilecolor.predict import default_batch_size, resolve_precision
+        from tilecolor.model.predict import default_batch_size, resolve_precision
 
         precision = resolve_precision(args.device)
         batch = default_batch_size(args.device)

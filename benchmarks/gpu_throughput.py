@@ -13,9 +13,9 @@ import time
 import numpy as np
 import torch
 
-from tilecolor.checkpoint import save_generator
-from tilecolor.nets import GeneratorSpec, UNetGenerator
-from tilecolor.predict import make_predictor
+from tilecolor.model.checkpoint import save_generator
+from tilecolor.model.nets import GeneratorSpec, UNetGenerator
+from tilecolor.model.predict import make_predictor
 
 
 def tiles_per_second(predict, batch: int, seconds: float = 3.0) -> float:

@@ -1,5 +1,5 @@
 """CPU per 2048x2048 block of the per-pixel steps around the generator, numpy against the
-compiled kernels (tilecolor.kernels). Prints a Markdown table.
+compiled kernels (tilecolor.core.kernels). Prints a Markdown table.
 
     python benchmarks/kernels.py [--repeat 7]
 
@@ -27,8 +27,8 @@ def cpu_ms(fn) -> float:
 
 
 def main() -> None:
-    from tilecolor import kernels
-    from tilecolor.color import (
+    from tilecolor.core import kernels
+    from tilecolor.core.color import (
         AB_SCALE,
         _compose_numpy,
         compose_planes,

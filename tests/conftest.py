@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tilecolor.checkpoint import save_generator
-from tilecolor.nets import GeneratorSpec, UNetGenerator
+from tilecolor.model.checkpoint import save_generator
+from tilecolor.model.nets import GeneratorSpec, UNetGenerator
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def hinted_checkpoint(tmp_path_factory) -> Path:
     """A small random-init generator of the four planes L, hint a, hint b, hint mask."""
     import torch
 
-    from tilecolor.planes import HINTED
+    from tilecolor.core.planes import HINTED
 
     torch.manual_seed(1)
     model = UNetGenerator(GeneratorSpec(width=4, depth=4, max_width=16, in_channels=4))

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tilecolor.blending import Blend, axis_weight_sum, axis_windows, raised_cosine
-from tilecolor.tiling import tile_origins
+from tilecolor.core.blending import Blend, axis_weight_sum, axis_windows, raised_cosine
+from tilecolor.core.tiling import tile_origins
 
 
 @pytest.mark.parametrize("blend", list(Blend))

@@ -6,9 +6,9 @@ import pickle
 import pytest
 import torch
 
-from tilecolor.checkpoint import META, WEIGHTS, load_generator, save_generator
-from tilecolor.errors import CheckpointError
-from tilecolor.nets import GeneratorSpec, UNetGenerator
+from tilecolor.core.errors import CheckpointError
+from tilecolor.model.checkpoint import META, WEIGHTS, load_generator, save_generator
+from tilecolor.model.nets import GeneratorSpec, UNetGenerator
 
 SPEC = GeneratorSpec(width=4, depth=3, max_width=8)
 
@@ -128,9 +128,9 @@ def test_directory_in_place_of_a_file(ckpt, name):
 
 def test_input_planes_are_recorded_and_checked(tmp_path):
     """A checkpoint names its input planes; one per input channel of its architecture."""
-    from tilecolor.checkpoint import read_metadata
-    from tilecolor.errors import ConfigError
-    from tilecolor.planes import HINTED, L_ONLY
+    from tilecolor.core.errors import ConfigError
+    from tilecolor.core.planes import HINTED, L_ONLY
+    from tilecolor.model.checkpoint import read_metadata
 
     spec4 = GeneratorSpec(width=4, depth=3, max_width=8, in_channels=4)
     path = save_generator(tmp_path / "h", UNetGenerator(spec4).eval(), tile=64, stride=32,
@@ -150,7 +150,7 @@ def test_input_planes_are_recorded_and_checked(tmp_path):
 
 
 def test_a_checkpoint_without_input_planes_is_l_only(ckpt):
-    from tilecolor.checkpoint import read_metadata
+    from tilecolor.model.checkpoint import read_metadata
 
     meta = json.loads((ckpt / META).read_text())
     del meta["input_planes"]
@@ -175,7 +175,7 @@ def test_bad_input_planes_or_architecture_name(ckpt, patch, match):
 
 
 def test_architecture_registry_round_trip():
-    from tilecolor.nets import ARCHITECTURES, build_generator, spec_from_dict
+    from tilecolor.model.nets import ARCHITECTURES, build_generator, spec_from_dict
 
     spec = spec_from_dict(SPEC.to_dict())
     assert spec == SPEC and ARCHITECTURES["unet"][0] is GeneratorSpec

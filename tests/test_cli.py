@@ -14,7 +14,7 @@ from conftest import free_port, smooth_image, wait_for_cluster
 from PIL import Image
 
 from tilecolor.cli import main
-from tilecolor.color import gray_to_lightness, rgb_to_lab
+from tilecolor.core.color import gray_to_lightness, rgb_to_lab
 
 FAST = ["--tile", "64", "--stride", "32", "--block", "128", "--dashboard-address",
         "127.0.0.1:0", "--threads", "1"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tilecolor.color import (
+from tilecolor.core.color import (
     compose_rgb,
     gray_to_input,
     gray_to_lightness,
@@ -100,8 +100,8 @@ def test_compiled_compose_matches_the_numpy_path(dtype):
     integer path on the same chroma, with per-row and per-column weights folded in (the
     blended sums divided by their weight sums) and strided planes, as the engine passes
     them: within one level, on very few pixels (float32 rounding in another order)."""
-    from tilecolor import kernels
-    from tilecolor.color import _compose_numpy, compose_planes
+    from tilecolor.core import kernels
+    from tilecolor.core.color import _compose_numpy, compose_planes
 
     if not kernels.AVAILABLE:
         pytest.skip("numba is not installed: compose_planes is the numpy path itself")
@@ -124,8 +124,8 @@ def test_compiled_compose_matches_the_numpy_path(dtype):
 def test_compiled_gather_is_gray_to_input_tile_by_tile(dtype):
     """The engine's batches gathered straight from gray levels are exactly the tiles of
     gray_to_input's float image, edges of the footprint included."""
-    from tilecolor import kernels
-    from tilecolor.color import input_table
+    from tilecolor.core import kernels
+    from tilecolor.core.color import input_table
 
     if not kernels.AVAILABLE:
         pytest.skip("numba is not installed: the engine stacks tiles of gray_to_input")
@@ -146,7 +146,7 @@ def test_kernels_switch_off_runs_the_numpy_paths():
     import subprocess
     import sys
 
-    code = ("import sys; from tilecolor import kernels; from tilecolor.color import "
+    code = ("import sys; from tilecolor import kernels; from tilecolor.core.color import "
             "compiled_kernels; print(kernels.AVAILABLE, compiled_kernels() is None, "
             "'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from tilecolor.cli import main
 from tilecolor.config import build, load_spec
-from tilecolor.errors import ConfigError
+from tilecolor.core.errors import ConfigError
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
@@ -165,8 +165,8 @@ def test_default_max_pixels_matches_the_input_checks():
 
 
 def test_precision_resolves_per_device():
-    from tilecolor.hardware import cpu_has_native_bf16
-    from tilecolor.predict import resolve_precision
+    from tilecolor.model.hardware import cpu_has_native_bf16
+    from tilecolor.model.predict import resolve_precision
 
     assert build({"precision": "fp16"}, {}).precision == "fp16"
     with pytest.raises(ConfigError, match="precision"):
@@ -190,7 +190,8 @@ def test_default_workers_per_device(monkeypatch, cores, free_gib, cpu, cuda):
 
     import psutil
 
-    from tilecolor import cluster, predict
+    from tilecolor import cluster
+    from tilecolor.model import predict
 
     monkeypatch.setattr(predict, "available_cores", lambda: cores)
     monkeypatch.setattr(psutil, "virtual_memory",

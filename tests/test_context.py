@@ -17,13 +17,13 @@ from conftest import smooth_image
 from PIL import Image
 from test_hints import affine4, whole_planes
 
-from tilecolor.color import gray_to_lightness
+from tilecolor.core.color import gray_to_lightness
+from tilecolor.core.planes import HINTED
+from tilecolor.core.resample import downsample_mean, upsample_bilinear
 from tilecolor.engine import Settings, submit_image
 from tilecolor.hints import CONTEXT_AB, ContextPass, context_factor
 from tilecolor.io import probe
 from tilecolor.pipeline import context_copy
-from tilecolor.planes import HINTED
-from tilecolor.resample import downsample_mean, upsample_bilinear
 from tilecolor.store import WorkStore
 
 

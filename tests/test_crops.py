@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tilecolor import data
-from tilecolor.resample import downsample_mean, upsample_bilinear
+from tilecolor.core.resample import downsample_mean, upsample_bilinear
+from tilecolor.model import data
 from tilecolor.train import crops
 
 

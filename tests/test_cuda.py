@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import smooth_image
 
 from tilecolor.cli import main
-from tilecolor.predict import make_predictor
+from tilecolor.model.predict import make_predictor
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -13,12 +13,12 @@ from conftest import smooth_image
 from distributed import wait
 from PIL import Image
 
-from tilecolor.color import compose_rgb, gray_to_lightness, lightness_to_input
+from tilecolor.core.color import compose_rgb, gray_to_lightness, lightness_to_input
+from tilecolor.core.tiling import interior
 from tilecolor.engine import Settings, submit_image
 from tilecolor.io import probe
-from tilecolor.predict import make_predictor
+from tilecolor.model.predict import make_predictor
 from tilecolor.store import WorkStore
-from tilecolor.tiling import interior
 
 
 def affine(x: np.ndarray) -> np.ndarray:
@@ -152,7 +152,7 @@ def test_model_loaded_once_per_worker_and_not_pickled(client2, tmp_path, tiny_ch
     run_engine(client2, tmp_path, img, settings, predict)
 
     def cached_models():
-        from tilecolor import predict as p
+        from tilecolor.model import predict as p
 
         return sorted(k[0][:12] for k in p._CACHE)
 
@@ -196,7 +196,7 @@ def test_render_scale_equals_whole_image_at_reduced_scale(client2, tmp_path, h, 
                                                           stride, block):
     """Chroma predicted on the k-times coarser grid and upsampled: the tiled result equals
     the stand-in applied to the whole downsampled image, then upsampled."""
-    from tilecolor.resample import downsample_mean, upsample_bilinear
+    from tilecolor.core.resample import downsample_mean, upsample_bilinear
 
     img = smooth_image(h, w, seed=k)
     settings = Settings(tile=tile, stride=stride, block=block, blend="cosine", batch_size=5,
@@ -214,7 +214,7 @@ def test_render_scale_equals_whole_image_at_reduced_scale(client2, tmp_path, h, 
 
 
 def test_render_scale_must_be_one_over_an_integer():
-    from tilecolor.errors import ConfigError
+    from tilecolor.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="render_scale=0.4"):
         Settings(render_scale=0.4)

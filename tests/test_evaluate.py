@@ -11,8 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tilecolor.cli import main
-from tilecolor.color import compose_rgb, rgb_to_gray
-from tilecolor.data import list_photos, split_photos
+from tilecolor.core.color import compose_rgb, rgb_to_gray
 from tilecolor.evaluate import (
     ab_rmse,
     chroma_rms,
@@ -25,6 +24,7 @@ from tilecolor.evaluate import (
     ssim,
     to_lab,
 )
+from tilecolor.model.data import list_photos, split_photos
 
 
 def _photo(h: int, w: int, seed: int) -> np.ndarray:

@@ -14,13 +14,13 @@ from PIL import Image
 from test_hints import affine4, whole_planes
 
 from tilecolor.cli import main
-from tilecolor.color import AB_SCALE, gray_to_lightness, rgb_to_lab
+from tilecolor.core.color import AB_SCALE, gray_to_lightness, rgb_to_lab
+from tilecolor.core.errors import InputError
+from tilecolor.core.planes import HINTED
+from tilecolor.core.resample import downsample_mean
 from tilecolor.engine import Settings, submit_image
-from tilecolor.errors import InputError
 from tilecolor.hints import REFERENCE_AB, find_reference, plan_reference, read_color
 from tilecolor.io import probe
-from tilecolor.planes import HINTED
-from tilecolor.resample import downsample_mean
 from tilecolor.store import WorkStore
 
 FAST = ["--tile", "64", "--stride", "32", "--block", "128", "--dashboard-address",

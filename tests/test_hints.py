@@ -10,12 +10,12 @@ import pytest
 import tifffile
 from conftest import smooth_image
 
-from tilecolor.color import gray_to_lightness, lightness_to_input
+from tilecolor.core.color import gray_to_lightness, lightness_to_input
+from tilecolor.core.planes import HINTED, L_ONLY
+from tilecolor.core.resample import downsample_mean, upsample_bilinear, upsample_planes
 from tilecolor.engine import Settings, submit_image
 from tilecolor.hints import HintField
 from tilecolor.io import probe
-from tilecolor.planes import HINTED, L_ONLY
-from tilecolor.resample import downsample_mean, upsample_bilinear, upsample_planes
 from tilecolor.store import WorkStore
 
 MIX = np.array([[0.5, 0.3, -0.2, 0.1], [-0.25, 0.15, 0.4, -0.05]], np.float32)
@@ -135,7 +135,7 @@ def test_l_only_planes_ignore_a_hint(client1, tmp_path):
 
 
 def test_predictor_exposes_the_checkpoints_planes(tiny_checkpoint, hinted_checkpoint):
-    from tilecolor.predict import make_predictor
+    from tilecolor.model.predict import make_predictor
 
     one = make_predictor(tiny_checkpoint, threads=1, validate=False)
     four = make_predictor(hinted_checkpoint, threads=1)
@@ -150,7 +150,7 @@ def test_predictor_exposes_the_checkpoints_planes(tiny_checkpoint, hinted_checkp
 def test_real_hinted_generator_through_the_engine(client1, tmp_path, hinted_checkpoint):
     """A 4-plane checkpoint runs tile by tile; the block decomposition does not change
     its output (each tile gets the same planes whatever block it is in)."""
-    from tilecolor.predict import make_predictor
+    from tilecolor.model.predict import make_predictor
 
     predict = make_predictor(hinted_checkpoint, threads=1)
     img = smooth_image(150, 170, seed=2)

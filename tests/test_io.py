@@ -6,8 +6,8 @@ import tifffile
 from conftest import smooth_image
 from PIL import Image
 
-from tilecolor.color import gray_to_lightness, rgb_to_lab
-from tilecolor.errors import InputError, OutputError
+from tilecolor.core.color import gray_to_lightness, rgb_to_lab
+from tilecolor.core.errors import InputError, OutputError
 from tilecolor.io import output_path, probe, read_tiff_region, read_whole, write_image
 
 

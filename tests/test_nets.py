@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tilecolor.errors import ConfigError
-from tilecolor.nets import GeneratorSpec, PatchDiscriminator, UNetGenerator, count_parameters
+from tilecolor.core.errors import ConfigError
+from tilecolor.model.nets import GeneratorSpec, PatchDiscriminator, UNetGenerator, count_parameters
 
 
 def test_generator_shapes_and_range():
@@ -77,7 +77,7 @@ def test_for_inference_is_the_same_function():
     with running statistics far from the identity so a wrong fold would show."""
     from torch import nn
 
-    from tilecolor.nets import for_inference
+    from tilecolor.model.nets import for_inference
 
     torch.manual_seed(0)
     g = UNetGenerator(GeneratorSpec(width=8, depth=5, max_width=32))
@@ -109,7 +109,7 @@ def test_driver_checks_a_checkpoint_without_importing_torch(tiny_checkpoint):
 
     code = ("import sys\n"
             "from tilecolor import cli, cluster, engine, pipeline\n"
-            "from tilecolor.predict import make_predictor\n"
+            "from tilecolor.model.predict import make_predictor\n"
             f"p = make_predictor({str(tiny_checkpoint)!r}, validate=False)\n"
             "assert p.multiple > 1 and len(p.digest) == 64\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tilecolor.checkpoint import default_checkpoint
-from tilecolor.color import compose_rgb, gray_to_input
-from tilecolor.hardware import cpu_has_native_bf16
-from tilecolor.predict import make_predictor
+from tilecolor.core.color import compose_rgb, gray_to_input
+from tilecolor.model.checkpoint import default_checkpoint
+from tilecolor.model.hardware import cpu_has_native_bf16
+from tilecolor.model.predict import make_predictor
 
 KITE = Path(__file__).resolve().parents[1] / "examples" / "gray" / "kite.jpg"
 

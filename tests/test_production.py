@@ -17,10 +17,10 @@ import zarr
 from conftest import smooth_image
 
 from tilecolor.cluster import require_resource
+from tilecolor.core.errors import TilecolorError
 from tilecolor.engine import Settings, submit_image
-from tilecolor.errors import TilecolorError
 from tilecolor.io import probe
-from tilecolor.predict import resolve_precision
+from tilecolor.model.predict import resolve_precision
 from tilecolor.store import WorkStore
 
 ARGS = ["--tile", "64", "--stride", "32", "--block", "64", "--threads", "1",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tilecolor.resample import downsample_mean, source_span, upsample_bilinear
+from tilecolor.core.resample import downsample_mean, source_span, upsample_bilinear
 
 
 def test_downsample_mean_partial_cells():
@@ -44,7 +44,7 @@ def test_upsampling_a_part_equals_the_part_of_the_whole(k):
 def test_float_scales_part_equals_whole_planes_first(k):
     """Hint fields map onto image pixels at any scale (a reference of arbitrary size):
     upsampling each footprint is bit for bit the part of upsampling the whole field."""
-    from tilecolor.resample import upsample_planes
+    from tilecolor.core.resample import upsample_planes
 
     rng = np.random.default_rng(1)
     src = rng.random((2, 37, 29)).astype(np.float32)
@@ -73,7 +73,7 @@ def test_float_scale_aligns_pixel_centres():
 @pytest.mark.parametrize("h,w,g,m", [(37, 53, 4, 2), (64, 64, 8, 4), (5, 300, 2, 8),
                                      (100, 33, 16, 1)])
 def test_means_of_means_equal_one_step_means(h, w, g, m):
-    from tilecolor.resample import downsample_means
+    from tilecolor.core.resample import downsample_means
 
     x = np.random.default_rng(h).random((h, w)).astype(np.float32) * 100
     got = downsample_means(downsample_mean(x, g), m, g, (h, w))

@@ -12,7 +12,7 @@ from conftest import smooth_image
 from PIL import Image
 
 from tilecolor.cli import main
-from tilecolor.errors import ConfigError, OutputError
+from tilecolor.core.errors import ConfigError, OutputError
 from tilecolor.safety import (
     DiskEstimate,
     check_dest,

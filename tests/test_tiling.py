@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from tilecolor.errors import ConfigError
-from tilecolor.tiling import (
+from tilecolor.core.errors import ConfigError
+from tilecolor.core.tiling import (
     Plan,
     axis_blocks,
     contributions,
@@ -111,7 +111,7 @@ def test_self_contained_chunks_are_exactly_those_no_other_block_touches(length, 
                                                                       block):
     """self_contained(blocks, k) against the definition: block k owns a tile, its
     footprint stays inside chunk k, and no other block's footprint reaches chunk k."""
-    from tilecolor.tiling import self_contained
+    from tilecolor.core.tiling import self_contained
 
     blocks = axis_blocks(length, tile, stride, block)
     for b in blocks:

@@ -20,9 +20,9 @@ import torch.multiprocessing as mp
 from PIL import Image
 from safetensors.torch import load_file
 
-from tilecolor import data
-from tilecolor.checkpoint import load_generator
-from tilecolor.errors import ConfigError
+from tilecolor.core.errors import ConfigError
+from tilecolor.model import data
+from tilecolor.model.checkpoint import load_generator
 from tilecolor.train import HELP, TrainConfig, check_distributed, lr_at, main, train
 
 
@@ -210,7 +210,7 @@ def test_ddp_two_ranks_match_one_rank_with_accumulation(tmp_path):
 
 
 def _fresh_models(cfg: TrainConfig):
-    from tilecolor.nets import PatchDiscriminator, UNetGenerator
+    from tilecolor.model.nets import PatchDiscriminator, UNetGenerator
 
     torch.manual_seed(cfg.seed)
     return UNetGenerator(cfg.generator_spec()), PatchDiscriminator(width=cfg.disc_width)

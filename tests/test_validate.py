@@ -11,7 +11,7 @@ import tifffile
 from conftest import smooth_image
 from PIL import Image, ImageOps
 
-from tilecolor.errors import ConfigError, InputError, one_line
+from tilecolor.core.errors import ConfigError, InputError, one_line
 from tilecolor.io import probe, read_tiff_region, read_whole
 from tilecolor.validate import (
     DEFAULT_MAX_PIXELS,

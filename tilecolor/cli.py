@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from tilecolor.blending import Blend
-from tilecolor.errors import ConfigError, TilecolorError, one_line
+from tilecolor.core.blending import Blend
+from tilecolor.core.errors import ConfigError, TilecolorError, one_line
 from tilecolor.io import FORMATS
 from tilecolor.validate import DEFAULT_MAX_PIXELS
 
@@ -209,7 +209,6 @@ def _security(cfg, ca_file: Path | None, cert: Path | None, key: Path | None):
 def _run(cfg, *, progress: bool, policy=None, security=None,
          allow_output_in_input: bool = False) -> int:
     """Execute a RunConfig; returns the exit code."""
-    from tilecolor.checkpoint import default_checkpoint
     from tilecolor.cluster import (
         check_generator,
         connect,
@@ -220,18 +219,19 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
         require_resource,
     )
     from tilecolor.engine import Settings
+    from tilecolor.model.checkpoint import default_checkpoint
+    from tilecolor.model.predict import (
+        default_batch_size,
+        default_threads,
+        make_predictor,
+        resolve_precision,
+    )
     from tilecolor.pipeline import (
         Preingest,
         find_inputs,
         plan_batch,
         run_jobs,
         write_report,
-    )
-    from tilecolor.predict import (
-        default_batch_size,
-        default_threads,
-        make_predictor,
-        resolve_precision,
     )
     from tilecolor.safety import check_output_dir, input_folders
 
@@ -329,7 +329,7 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
 def _check_hint(cfg, predict, inputs: list[Path]) -> Path | None:
     """``--hint`` as a path, or None; a usage error when the checkpoint takes no hint, or
     a single reference file is given for several inputs."""
-    from tilecolor.planes import takes_hint
+    from tilecolor.core.planes import takes_hint
 
     if not cfg.hint:
         return None
@@ -407,11 +407,11 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
                      save_images: bool, verbose: int, quiet: int) -> None:
     """Measure a checkpoint on color photos (PSNR, SSIM, CIEDE2000, ab RMSE, colorfulness)
     against the gray baseline, colorizing through the same tiled engine as `run`."""
-    from tilecolor.checkpoint import default_checkpoint
     from tilecolor.cluster import inference_resources
     from tilecolor.engine import Settings
     from tilecolor.evaluate import evaluate, format_table, select_photos
-    from tilecolor.predict import default_batch_size, default_threads
+    from tilecolor.model.checkpoint import default_checkpoint
+    from tilecolor.model.predict import default_batch_size, default_threads
 
     _setup_logging(verbose, quiet)
     try:

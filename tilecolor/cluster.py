@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 from tilecolor.config import ClusterConfig
-from tilecolor.errors import ConfigError, TilecolorError
+from tilecolor.core.errors import ConfigError, TilecolorError
 
 log = logging.getLogger("tilecolor")
 
@@ -51,8 +51,8 @@ GENERATOR = "generator"
 #: What the embedded cluster's worker processes import before they are forked (see
 #: start_worker_server): the generator's stack, so no worker pays for it after starting.
 WORKER_PRELOAD = ("distributed", "numpy", "zarr", "tifffile", "torch", "tilecolor.engine",
-                  "tilecolor.kernels", "tilecolor.nets", "tilecolor.outputs",
-                  "tilecolor.predict")
+                  "tilecolor.core.kernels", "tilecolor.model.nets", "tilecolor.outputs",
+                  "tilecolor.model.predict")
 
 
 #: glibc malloc settings of the embedded cluster's worker processes (set in the environment
@@ -128,7 +128,7 @@ def default_workers(device: str) -> int:
     """
     import psutil
 
-    from tilecolor.predict import available_cores
+    from tilecolor.model.predict import available_cores
 
     cores = available_cores()
     wanted = cores if device == "cpu" else min(CUDA_WORKERS, max(1, cores // 2))

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tilecolor.blending import Blend
-from tilecolor.errors import ConfigError
+from tilecolor.core.blending import Blend
+from tilecolor.core.errors import ConfigError
 
 CLUSTER_KINDS = ("local", "address", "slurm", "pbs")
 

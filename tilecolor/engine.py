@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tilecolor.blending import Blend
-from tilecolor.color import (
+from tilecolor.core.blending import Blend
+from tilecolor.core.color import (
     AB_SCALE,
     compiled_kernels,
     compose_planes,
@@ -39,7 +39,17 @@ from tilecolor.color import (
     input_table,
     lightness_to_input,
 )
-from tilecolor.errors import ConfigError
+from tilecolor.core.errors import ConfigError
+from tilecolor.core.planes import L_ONLY, check_planes, takes_hint
+from tilecolor.core.resample import downsample_mean, reduced_length, source_span, upsample_bilinear
+from tilecolor.core.tiling import (
+    Plan,
+    check_geometry,
+    contributions,
+    interior,
+    self_contained,
+    tile_origins,
+)
 from tilecolor.hints import (
     DEFAULT_CONTEXT,
     MAX_CONTEXT,
@@ -53,20 +63,10 @@ from tilecolor.hints import (
 )
 from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
 from tilecolor.outputs import ChunkedTiles, downsample, encode_tiles, save_chunk_tiles
-from tilecolor.planes import L_ONLY, check_planes, takes_hint
-from tilecolor.resample import downsample_mean, reduced_length, source_span, upsample_bilinear
 from tilecolor.store import STAGES, WorkStore
 from tilecolor.tiles import NetInputs, Predict, accumulate, pad_to_tile
 from tilecolor.tiles import weight_sum as _weight_sum
 from tilecolor.tiles import windows as _windows
-from tilecolor.tiling import (
-    Plan,
-    check_geometry,
-    contributions,
-    interior,
-    self_contained,
-    tile_origins,
-)
 
 #: What a map task's hint comes from: a field already in the store, or a task that makes it
 Hint = ContextPass | Reference | HintField
@@ -367,7 +367,7 @@ def _put_blended(store: WorkStore, attrs: dict, plan: Plan, blend: Blend,
     them: as ``ab_small`` when it is the reduced one (upsampled later by
     :func:`compose_chunk`), as ``ab``, or composed with the original L (``gray``, read from
     the store when not given) into ``rgb``, divided by the weights on the way (one pass,
-    :func:`tilecolor.color.compose_planes`). Returns the RGB pixels (None otherwise);
+    :func:`tilecolor.core.color.compose_planes`). Returns the RGB pixels (None otherwise);
     ``keep=False`` leaves them out of the store (the caller encodes them)."""
     ys, xs = region
     reduced = int(attrs.get("render_factor", 1)) > 1

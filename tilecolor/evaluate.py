@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on color photos: gray in, colorized through the tiled engine, compared.
 
 Each truth photo (uint8 RGB) is turned into the gray image with the same L*
-(:func:`tilecolor.color.rgb_to_gray`), written as a PNG and colorized by the same path as
+(:func:`tilecolor.core.color.rgb_to_gray`), written as a PNG and colorized by the same path as
 ``tilecolor run`` (plan_batch + run_jobs on a LocalCluster), so the numbers include tiling
 and blending. The output is compared with the truth, and so is the gray baseline (the gray
 with a* = b* = 0), which any useful model must beat.
@@ -216,8 +216,8 @@ def _finite(obj):
 
 def select_photos(data: str | Path, split: str = "all", val_count: int = 4) -> list[Path]:
     """The photos of ``data`` to evaluate: all, or the training run's validation split."""
-    from tilecolor.data import list_photos, split_photos
-    from tilecolor.errors import ConfigError
+    from tilecolor.core.errors import ConfigError
+    from tilecolor.model.data import list_photos, split_photos
 
     photos = list_photos(data)
     if split == "val":
@@ -239,13 +239,13 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
     from PIL import Image
 
     from tilecolor.cluster import connect
-    from tilecolor.color import compose_rgb, rgb_to_gray
     from tilecolor.config import ClusterConfig
+    from tilecolor.core.color import compose_rgb, rgb_to_gray
+    from tilecolor.core.errors import TilecolorError
+    from tilecolor.core.planes import takes_hint
     from tilecolor.engine import Settings
-    from tilecolor.errors import TilecolorError
+    from tilecolor.model.predict import make_predictor
     from tilecolor.pipeline import plan_batch, run_jobs
-    from tilecolor.planes import takes_hint
-    from tilecolor.predict import make_predictor
 
     settings = settings or Settings()
     out_dir = Path(out_dir)

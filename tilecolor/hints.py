@@ -1,10 +1,10 @@
 """Hint fields: a coarse chroma field over the whole image that every tile gets as its
-hint planes (:mod:`tilecolor.planes`), from the global context pass or a reference image.
+hint planes (:mod:`tilecolor.core.planes`), from the global context pass or a reference image.
 
 A hint field is a (2, h', w') float32 array of ab/110 in the working store covering the
 whole image; image pixel ``p`` sits at ``(p + 0.5) / k - 0.5`` in it, with ``k`` (image
 pixels per field pixel, per axis) a power of two for the context pass and any positive
-number for a reference (:mod:`tilecolor.resample`). A map task upsamples (bilinear) only
+number for a reference (:mod:`tilecolor.core.resample`). A map task upsamples (bilinear) only
 the part under its footprint, which equals that part of upsampling the whole field.
 
 - **Context pass** (:class:`ContextPass`): ingest adds each block's area-downscaled L* to a
@@ -23,17 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tilecolor.blending import Blend
-from tilecolor.color import AB_SCALE, lightness_to_input, rgb_to_lab
-from tilecolor.errors import InputError
-from tilecolor.io import ImageInfo, probe
-from tilecolor.resample import (
+from tilecolor.core.blending import Blend
+from tilecolor.core.color import AB_SCALE, lightness_to_input, rgb_to_lab
+from tilecolor.core.errors import InputError
+from tilecolor.core.resample import (
     downsample_mean,
     downsample_means,
     reduced_length,
     source_span,
     upsample_planes,
 )
+from tilecolor.io import ImageInfo, probe
 from tilecolor.store import WorkStore
 from tilecolor.tiles import NetInputs, Predict, colorize_whole, pad_to_tile
 from tilecolor.validate import InputPolicy
@@ -185,7 +185,7 @@ def plan_reference(src: Path, height: int, width: int, reference: Path, size: in
                    policy: InputPolicy | None = None) -> Reference:
     """Check a reference for image ``src`` (height x width) from its header: readable, in
     color, the same aspect ratio within 1 % (InputError naming both files otherwise)."""
-    from tilecolor.checkpoint import file_digest
+    from tilecolor.model.checkpoint import file_digest
 
     info = probe(reference, policy, warn=False)
     if not info.is_color:

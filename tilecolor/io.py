@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tilecolor.color import rgb_to_gray
-from tilecolor.errors import InputError, OutputError, one_line
+from tilecolor.core.color import rgb_to_gray
+from tilecolor.core.errors import InputError, OutputError, one_line
 from tilecolor.outputs import OUTPUT_TILE as OUTPUT_TILE  # re-exported
 from tilecolor.outputs import write_ome_zarr, write_tiff
 from tilecolor.validate import (

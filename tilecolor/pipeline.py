@@ -24,11 +24,11 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tilecolor.core.errors import InputError, OutputError, TilecolorError, one_line
+from tilecolor.core.planes import takes_hint
 from tilecolor.engine import Hint, Predict, Settings, ingest_region, submit_image
-from tilecolor.errors import InputError, OutputError, TilecolorError, one_line
 from tilecolor.hints import DEFAULT_CONTEXT, ContextPass, find_reference, plan_reference
 from tilecolor.io import ImageInfo, output_path, probe
-from tilecolor.planes import takes_hint
 from tilecolor.progress import Progress
 from tilecolor.safety import check_dest, check_output_size, file_ids, work_name
 from tilecolor.store import LAYOUT, WorkStore

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tilecolor.errors import ConfigError, OutputError
-from tilecolor.tiling import Plan, footprint_capacity
+from tilecolor.core.errors import ConfigError, OutputError
+from tilecolor.core.tiling import Plan, footprint_capacity
 
 JPEG_MAX_SIDE = 65500  #: libjpeg's limit on each side
 JPEG_BYTES_PER_PIXEL = 1.0  #: quality 95, 4:4:4: typically 0.3-0.8 bytes per pixel

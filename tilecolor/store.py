@@ -50,7 +50,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from tilecolor.tiling import Plan, footprint_capacity
+from tilecolor.core.tiling import Plan, footprint_capacity
 
 # Scratch data is written once and read once or twice, on the critical path: lz4 for the
 # gray input (2-3x faster than zarr's default zstd), no codec for the float32 partial sums,

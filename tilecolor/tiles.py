@@ -2,7 +2,7 @@
 ``predict`` in batches, sum w * ab. Shared by the map task (one block's footprint) and the
 context pass (a whole small image), so both tile and blend the same way.
 
-The input planes are those :mod:`tilecolor.planes` names, in the checkpoint's order: ``L``
+The input planes are those :mod:`tilecolor.core.planes` names, in the checkpoint's order: ``L``
 from the region's gray levels (or its lightness), the hint's a and b from a hint field
 already upsampled to the region's pixels (:mod:`tilecolor.hints`), the mask 1 where that
 field is given. Without a hint the hint planes and the mask are 0.
@@ -17,10 +17,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from tilecolor.blending import Blend, axis_weight_sum, axis_windows
-from tilecolor.color import compiled_kernels
-from tilecolor.planes import HINT_A, HINT_B, HINT_MASK, L, check_planes
-from tilecolor.tiling import tile_origins
+from tilecolor.core.blending import Blend, axis_weight_sum, axis_windows
+from tilecolor.core.color import compiled_kernels
+from tilecolor.core.planes import HINT_A, HINT_B, HINT_MASK, L, check_planes
+from tilecolor.core.tiling import tile_origins
 
 Predict = Callable[[np.ndarray], np.ndarray]
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tilecolor.color import rgb_to_gray
-from tilecolor.errors import ConfigError, InputError
+from tilecolor.core.color import rgb_to_gray
+from tilecolor.core.errors import ConfigError, InputError
 
 DEFAULT_MAX_PIXELS = 2**33  #: gigapixel scans pass; a forged 10^10-pixel header does not
 SUPPORTED = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}

@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from tilecolor.errors import ConfigError, TilecolorError
+from tilecolor.core.errors import ConfigError, TilecolorError
 from tilecolor.train.config import HELP, TrainConfig
 from tilecolor.train.loop import train
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from tilecolor import planes
-from tilecolor.errors import ConfigError
-from tilecolor.nets import GeneratorSpec
+from tilecolor.core import planes
+from tilecolor.core.errors import ConfigError
+from tilecolor.model.nets import GeneratorSpec
 from tilecolor.train import crops
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tilecolor.color import AB_SCALE, L_SCALE, rgb_to_lab
-from tilecolor.data import Photo
+from tilecolor.core.color import AB_SCALE, L_SCALE, rgb_to_lab
+from tilecolor.model.data import Photo
 
 STRIP = 512  #: rows per Lab conversion (bounds the float32 temporaries)
 

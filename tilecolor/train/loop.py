@@ -41,12 +41,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from tilecolor import data
-from tilecolor.checkpoint import save_generator
-from tilecolor.color import AB_SCALE
-from tilecolor.errors import ConfigError
-from tilecolor.hardware import cpu_has_native_bf16
-from tilecolor.nets import PatchDiscriminator, UNetGenerator
+from tilecolor.core.color import AB_SCALE
+from tilecolor.core.errors import ConfigError
+from tilecolor.model import data
+from tilecolor.model.checkpoint import save_generator
+from tilecolor.model.hardware import cpu_has_native_bf16
+from tilecolor.model.nets import PatchDiscriminator, UNetGenerator
 from tilecolor.train import crops
 from tilecolor.train.config import TrainConfig, check_distributed, lr_at
 from tilecolor.train.report import evaluate, plot_losses

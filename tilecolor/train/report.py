@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tilecolor.color import AB_SCALE
+from tilecolor.core.color import AB_SCALE
 from tilecolor.train import crops
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tilecolor.checkpoint import save_generator
-from tilecolor.errors import CheckpointError, ConfigError
-from tilecolor.nets import UNetGenerator
+from tilecolor.core.errors import CheckpointError, ConfigError
+from tilecolor.model.checkpoint import save_generator
+from tilecolor.model.nets import UNetGenerator
 from tilecolor.train.config import TrainConfig
 
 

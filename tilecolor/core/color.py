@@ -149,7 +149,7 @@ def compose_planes(gray: np.ndarray, a: np.ndarray, b: np.ndarray, dtype: np.dty
     """:func:`compose_rgb` for a 2-D integer gray whose dtype is the output's, with the
     chroma as two planes, a* = a[i, j] * row_scale[i] * col_scale[j] (likewise b*): the
     engine's blended sums and their weights, without a scaled (H, W, 2) copy. One compiled
-    pass (:mod:`tilecolor.kernels`) where numba is there, else the numpy path."""
+    pass (:mod:`tilecolor.core.kernels`) where numba is there, else the numpy path."""
     dtype = np.dtype(dtype)
     h, w = gray.shape
     row_scale = np.ones(h, np.float32) if row_scale is None else row_scale
@@ -168,8 +168,8 @@ def compose_planes(gray: np.ndarray, a: np.ndarray, b: np.ndarray, dtype: np.dty
 
 
 def compiled_kernels():
-    """tilecolor.kernels when numba is there, else None."""
-    from tilecolor import kernels
+    """tilecolor.core.kernels when numba is there, else None."""
+    from tilecolor.core import kernels
 
     return kernels if kernels.AVAILABLE else None
 

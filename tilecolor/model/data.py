@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tilecolor.color import AB_SCALE, L_SCALE, lab_to_rgb
-from tilecolor.errors import ConfigError, InputError
+from tilecolor.core.color import AB_SCALE, L_SCALE, lab_to_rgb
+from tilecolor.core.errors import ConfigError, InputError
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 

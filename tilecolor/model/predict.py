@@ -1,7 +1,7 @@
 """Turn a checkpoint into ``predict(batch) -> batch``, loaded once per process.
 
 The engine calls ``predict`` with a float32 array (N, P, T, T) of the checkpoint's input
-planes (:mod:`tilecolor.planes`, in the order ``GeneratorPredictor.planes`` lists them:
+planes (:mod:`tilecolor.core.planes`, in the order ``GeneratorPredictor.planes`` lists them:
 L/50 - 1 first) and gets (N, 2, T, T) of ab/110 back. :class:`GeneratorPredictor` is a
 small picklable description (checkpoint path + digest + device settings); the model itself
 is loaded on first use in each Dask worker process and cached by digest, never pickled
@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from tilecolor.checkpoint import (
+from tilecolor.core.errors import ConfigError
+from tilecolor.core.planes import L_ONLY
+from tilecolor.model.checkpoint import (
     check_weights,
     input_planes,
     load_generator,
     read_metadata,
     resolve,
 )
-from tilecolor.errors import ConfigError
-from tilecolor.hardware import cpu_has_native_bf16
-from tilecolor.planes import L_ONLY
+from tilecolor.model.hardware import cpu_has_native_bf16
 
 _CACHE: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
@@ -61,7 +61,7 @@ class GeneratorPredictor:
     def _model(self):
         import torch
 
-        from tilecolor.nets import for_inference
+        from tilecolor.model.nets import for_inference
 
         key = (self.digest, self.device)
         model = _CACHE.get(key)

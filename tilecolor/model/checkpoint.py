@@ -21,15 +21,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tilecolor.errors import CheckpointError, ConfigError
-from tilecolor.planes import L_ONLY, check_planes
+from tilecolor.core.errors import CheckpointError, ConfigError
+from tilecolor.core.planes import L_ONLY, check_planes
 
 # torch is imported where weights are loaded: the driver of `tilecolor run` checks a
 # checkpoint without it (see check_weights)
 if TYPE_CHECKING:
     import torch
 
-    from tilecolor.nets import UNetGenerator
+    from tilecolor.model.nets import UNetGenerator
 
 FORMAT = "tilecolor-checkpoint"
 VERSION = 1
@@ -64,7 +64,7 @@ def save_generator(directory: str | Path, model: UNetGenerator, *, tile: int, st
 
     ``half`` stores float16 weights (loaded back as float32), halving the file size.
     ``extra`` (training config, step, data fingerprint, metrics...) goes into the JSON.
-    ``planes`` names the generator's input planes (:mod:`tilecolor.planes`), one per input
+    ``planes`` names the generator's input planes (:mod:`tilecolor.core.planes`), one per input
     channel; None is ``L_ONLY``, for a generator of one input channel only.
     """
     from safetensors.torch import save
@@ -200,7 +200,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from tilecolor.nets import build_generator, spec_from_dict
+    from tilecolor.model.nets import build_generator, spec_from_dict
 
     path = resolve(path)
     meta = read_metadata(path)

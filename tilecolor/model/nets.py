@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tilecolor.errors import ConfigError
+from tilecolor.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class UNetGenerator(nn.Module):
-    """U-Net: (B, in_channels, H, W) input planes (:mod:`tilecolor.planes`: lightness in
+    """U-Net: (B, in_channels, H, W) input planes (:mod:`tilecolor.core.planes`: lightness in
     [-1, 1], then any hint planes) -> (B, 2, H, W) ab in [-1, 1] (tanh)."""
 
     def __init__(self, spec: GeneratorSpec = GeneratorSpec()) -> None:

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from tilecolor.errors import ConfigError
+from tilecolor.core.errors import ConfigError
 
 
 def check_geometry(tile: int, stride: int, block: int | None = None) -> None:

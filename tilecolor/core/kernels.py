@@ -3,7 +3,7 @@
 Composing the output (gray + predicted chroma -> sRGB) touches every output pixel; in numpy
 it is some forty passes over float32 temporaries (121 ms for a 2048x2048 block on the 2-core
 dev machine, a fifth of what a block costs besides the generator). Here it is one pass,
-18 ms (BENCHMARKS.md). The arithmetic is :func:`tilecolor.color.compose_rgb`'s integer fast
+18 ms (BENCHMARKS.md). The arithmetic is :func:`tilecolor.core.color.compose_rgb`'s integer fast
 path, step for step; the numpy version stays as the fallback (``AVAILABLE`` is False where
 numba is missing, or ``TILECOLOR_KERNELS=0`` is set) and as the tests' reference.
 
@@ -97,7 +97,7 @@ def compose(gray: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray,
             row_scale: np.ndarray, col_scale: np.ndarray, fy_lut: np.ndarray,
             y_lut: np.ndarray, encode: np.ndarray, coef: np.ndarray) -> None:
     """Fill ``out`` (h, w, 3) from gray levels and chroma planes: a* = a[i, j] *
-    row_scale[i] * col_scale[j] (likewise b*). Tables as in :mod:`tilecolor.color`."""
+    row_scale[i] * col_scale[j] (likewise b*). Tables as in :mod:`tilecolor.core.color`."""
     c = np.ascontiguousarray
     _compose(c(gray), c(a, np.float32), c(b, np.float32), c(row_scale, np.float32),
              c(col_scale, np.float32), out, fy_lut, y_lut, encode, coef)

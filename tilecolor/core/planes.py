@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tilecolor.errors import ConfigError
+from tilecolor.core.errors import ConfigError
 
 L = "L"
 HINT_A = "hint_a"

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from tilecolor.tiling import tile_origins
+from tilecolor.core.tiling import tile_origins
 
 
 class Blend(StrEnum):

@@ -143,3 +143,40 @@ def test_eval_command_end_to_end(tmp_path, tiny_checkpoint):
             np.mean([e[who]["ciede2000"] for e in report["images"]]))
     sheet = Image.open(out / "sheet.png")
     assert sheet.height == 2 * 384 + 4 and sheet.width > 3 * 384
+
+
+def test_eval_of_a_hinted_checkpoint_reports_context_off_and_guided(tmp_path,
+                                                                    hinted_checkpoint):
+    data = tmp_path / "photos"
+    data.mkdir()
+    Image.fromarray(_photo(80, 96, 5)).save(data / "a.png")
+    Image.fromarray(_photo(70, 90, 6)).save(data / "b.png")
+    base = ["eval", "--checkpoint", str(hinted_checkpoint), "--data", str(data), "--tile", "64",
+            "--stride", "32", "--block", "64", "--threads", "1", "-q", "--context", "64"]
+    reports = {}
+    for factor in (1, 4):
+        out = tmp_path / f"eval{factor}"
+        result = CliRunner().invoke(main, [*base, "--out", str(out), "--guided", str(factor)])
+        assert result.exit_code == 0, result.output
+        assert "no ctx" in result.output and "bilinear" in result.output
+        reports[factor] = json.loads((out / "eval.json").read_text())
+    exact, coarse = reports[1], reports[4]
+    assert set(exact["mean"]) == {"model", "no_context", "guided", "bilinear", "baseline",
+                                  "truth"}
+    # a reference at full size hints the truth's own chroma: the bilinear row is the truth
+    assert exact["mean"]["bilinear"]["ciede2000"] < 0.5
+    # downscaled 4x it is still far better than gray, and the photos were cropped to 4s
+    assert coarse["mean"]["bilinear"]["ciede2000"] < coarse["mean"]["baseline"]["ciede2000"]
+    assert [(e["height"], e["width"]) for e in coarse["images"]] == [(80, 96), (68, 88)]
+    assert coarse["settings"]["guided"] == 4 and coarse["settings"]["context"] == 64
+
+
+def test_eval_guided_needs_a_hinted_checkpoint(tmp_path, tiny_checkpoint):
+    data = tmp_path / "photos"
+    data.mkdir()
+    Image.fromarray(_photo(40, 48, 1)).save(data / "a.png")
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(tiny_checkpoint), "--data",
+                                       str(data), "--out", str(tmp_path / "e"), "--guided", "4",
+                                       "--tile", "64", "--stride", "32", "-q"])
+    assert result.exit_code == 2 and "--guided needs a checkpoint with hint planes" in \
+        result.output

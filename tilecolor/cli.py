@@ -395,18 +395,28 @@ def train(ctx: click.Context) -> None:
 @click.option("--context", type=click.IntRange(min=0), default=256, show_default=True,
               help="Longer side of the global context pass (checkpoints with hint planes); "
                    "0 turns it off.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              default="auto", show_default=True,
+              help="Generator arithmetic, as for `run` (auto: bf16 on CUDA and on CPUs with "
+                   "native bf16).")
 @click.option("--max-side", type=click.IntRange(min=16),
               help="Downsize each photo (Lanczos) to this longer side first [default: native].")
+@click.option("--guided", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also run guided mode with the truth downscaled this many times as the "
+                   "--hint reference, beside its bilinear upsampling (hinted checkpoints); "
+                   "photos are cropped to a multiple of it. 0: off.")
 @click.option("--save-images", is_flag=True, help="Also keep the colorized PNGs in OUT/images.")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", count=True)
 def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_count: int,
                      out_dir: Path, tile: int, stride: int, blend: str, block: int,
                      batch_size: int | None, threads: int | None, device: str,
-                     context: int, max_side: int | None,
+                     context: int, precision: str, max_side: int | None, guided: int,
                      save_images: bool, verbose: int, quiet: int) -> None:
     """Measure a checkpoint on color photos (PSNR, SSIM, CIEDE2000, ab RMSE, colorfulness)
-    against the gray baseline, colorizing through the same tiled engine as `run`."""
+    against the gray baseline, colorizing through the same tiled engine as `run`. For a
+    checkpoint with hint planes it also reports the context pass off and, with --guided,
+    guided mode beside the bilinear-hint baseline."""
     from tilecolor.cluster import inference_resources
     from tilecolor.engine import Settings
     from tilecolor.evaluate import evaluate, format_table, select_photos
@@ -424,8 +434,10 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     try:
         result = evaluate(photos, checkpoint or default_checkpoint(), out_dir,
                           settings=settings, threads=threads or default_threads(1),
-                          device=device, max_side=max_side, progress=quiet == 0,
-                          save_images=save_images)
+                          device=device, precision=precision, max_side=max_side,
+                          guided=guided, progress=quiet == 0, save_images=save_images)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from e
     except (TilecolorError, OSError) as e:
         click.echo(f"error: {one_line(str(e))}", err=True)
         sys.exit(1)

@@ -227,94 +227,173 @@ def select_photos(data: str | Path, split: str = "all", val_count: int = 4) -> l
     return photos
 
 
+#: Rows of an evaluation beside the gray baseline: label, what produced it
+ROWS = {"model": "the model at the given settings (context pass as given)",
+        "no_context": "the model with the context pass off (hinted checkpoints)",
+        "guided": "the model guided by the truth downscaled by --guided (hinted checkpoints)",
+        "bilinear": "that downscaled truth's chroma upsampled bilinearly under the true L*"}
+
+
+def _write_inputs(photos: list[Path], in_dir: Path, max_side: int | None, multiple: int
+                  ) -> tuple[dict[Path, np.ndarray], dict[Path, str]]:
+    """Each photo's gray version as ``in_dir/<stem>.png``; returns {gray file: truth RGB}
+    and {gray file: photo name}. Truths are cropped (top left) to a multiple of
+    ``multiple`` per side, so a reference downscaled by it is exactly aligned."""
+    from PIL import Image
+
+    from tilecolor.core.color import rgb_to_gray
+    from tilecolor.core.errors import TilecolorError
+
+    truths: dict[Path, np.ndarray] = {}
+    names: dict[Path, str] = {}
+    for photo in photos:
+        truth = load_truth(photo, max_side)
+        h, w = truth.shape[0] // multiple * multiple, truth.shape[1] // multiple * multiple
+        truth = np.ascontiguousarray(truth[:h, :w])
+        src = in_dir / f"{photo.stem}.png"
+        if src in truths:
+            raise TilecolorError(f"two photos named {photo.stem}.*: rename one")
+        Image.fromarray(rgb_to_gray(truth), mode="L").save(src, compress_level=1)
+        truths[src], names[src] = truth, photo.name
+    return truths, names
+
+
+def _write_references(truths: dict[Path, np.ndarray], ref_dir: Path, factor: int) -> None:
+    """Guided mode's references: each truth area-downscaled by ``factor`` (exact box
+    means: the truths are multiples of it), as ``ref_dir/<stem>.png``."""
+    from PIL import Image
+
+    ref_dir.mkdir()
+    for src, truth in truths.items():
+        Image.fromarray(truth).reduce(factor).save(ref_dir / src.name, compress_level=1)
+
+
+def bilinear_hint(gray: np.ndarray, reference: Path, context: int) -> np.ndarray:
+    """The naive guided answer: the reference's chroma, prepared as the engine prepares a
+    hint field (area-downscaled to about ``context`` px), upsampled bilinearly (pixel
+    centres aligned) under the image's own L*. uint8 RGB (H, W, 3)."""
+    from tilecolor.core.color import compose_rgb, rgb_to_lab
+    from tilecolor.hints import plan_reference, read_color
+    from tilecolor.core.resample import downsample_mean, upsample_planes
+
+    h, w = gray.shape
+    ref = plan_reference(reference, h, w, reference, context)
+    lab = rgb_to_lab(read_color(ref.info))
+    ab = np.stack([downsample_mean(lab[..., ch], ref.factor) for ch in (1, 2)])
+    up = upsample_planes(ab, (0, 0), ref.field.scale, (0, h), (0, w), ab.shape[1:])
+    return compose_rgb(gray, np.moveaxis(up, 0, -1), np.uint8)
+
+
 def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
              settings=None, threads: int | None = None, device: str = "cpu",
-             max_side: int | None = None, progress: bool = True,
-             save_images: bool = False, sheet_height: int = THUMB_HEIGHT) -> EvalResult:
+             precision: str = "auto", max_side: int | None = None, guided: int = 0,
+             progress: bool = True, save_images: bool = False,
+             sheet_height: int = THUMB_HEIGHT) -> EvalResult:
     """Colorize the gray versions of ``photos`` with the tiled engine and measure them.
 
-    Writes ``<out_dir>/eval.json`` and ``<out_dir>/sheet.png`` (and, with ``save_images``,
-    the colorized PNGs under ``<out_dir>/images``). Raises TilecolorError if an image fails.
+    Rows (:data:`ROWS`): the model as configured; for a checkpoint with hint planes also
+    the model without its context pass (when ``settings.context`` > 0) and, with
+    ``guided`` = D > 0, the model guided by the truth downscaled D times beside the
+    bilinear-hint baseline; always the gray baseline. Writes ``<out_dir>/eval.json`` and
+    ``<out_dir>/sheet.png`` (gray | model | truth; with ``save_images``, the colorized
+    PNGs under ``<out_dir>/images``). Raises TilecolorError if an image fails.
     """
     from PIL import Image
 
     from tilecolor.cluster import connect
-    from tilecolor.config import ClusterConfig
     from tilecolor.core.color import compose_rgb, rgb_to_gray
-    from tilecolor.core.errors import TilecolorError
-    from tilecolor.core.planes import takes_hint
+    from tilecolor.config import ClusterConfig
     from tilecolor.engine import Settings
-    from tilecolor.model.predict import make_predictor
+    from tilecolor.core.errors import ConfigError, TilecolorError
+    from tilecolor.hints import DEFAULT_CONTEXT
     from tilecolor.pipeline import plan_batch, run_jobs
+    from tilecolor.core.planes import takes_hint
+    from tilecolor.model.predict import make_predictor
 
     settings = settings or Settings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predict = make_predictor(checkpoint, device=device, threads=threads)
+    predict = make_predictor(checkpoint, device=device, precision=precision, threads=threads)
     settings = replace(settings, planes=predict.planes)
+    hinted = takes_hint(predict.planes)
+    if guided and not hinted:
+        raise ConfigError(f"--guided needs a checkpoint with hint planes; {checkpoint} takes "
+                          f"{list(predict.planes)}")
+    runs: dict[str, tuple] = {"model": (settings, None)}
+    if hinted and settings.context:
+        runs["no_context"] = (replace(settings, context=0), None)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tilecolor-eval-") as tmp:
-        in_dir, col_dir = Path(tmp) / "gray", Path(tmp) / "colorized"
+        in_dir, ref_dir = Path(tmp) / "gray", Path(tmp) / "references"
         in_dir.mkdir()
-        truths: dict[Path, np.ndarray] = {}
-        names: dict[Path, str] = {}
-        for photo in photos:
-            truth = load_truth(photo, max_side)
-            src = in_dir / f"{photo.stem}.png"
-            if src in truths:
-                raise TilecolorError(f"two photos named {photo.stem}.*: rename one")
-            Image.fromarray(rgb_to_gray(truth), mode="L").save(src, compress_level=1)
-            truths[src], names[src] = truth, photo.name
-        jobs, results = plan_batch(list(truths), col_dir, settings, predict.digest, fmt="png",
-                                   overwrite=True)
+        truths, names = _write_inputs(photos, in_dir, max_side, max(guided, 1))
+        if guided:
+            _write_references(truths, ref_dir, guided)
+            runs["guided"] = (settings, ref_dir)
+        outputs: dict[str, dict[Path, np.ndarray]] = {}
         t_color = time.perf_counter()
-        if jobs:
-            cluster = ClusterConfig(kind="local", workers=1, threads=threads,
-                                    dashboard_address="127.0.0.1:0", host="127.0.0.1",
-                                    gpus=1 if device == "cuda" else 0)
-            with connect(cluster) as client:
-                results.update(run_jobs(client, jobs, settings, predict, progress=progress))
+        cluster = ClusterConfig(kind="local", workers=1, threads=threads,
+                                dashboard_address="127.0.0.1:0", host="127.0.0.1",
+                                gpus=1 if device == "cuda" else 0)
+        with connect(cluster) as client:
+            for row, (run_settings, reference) in runs.items():
+                jobs, results = plan_batch(list(truths), Path(tmp) / row, run_settings,
+                                           predict.digest, fmt="png", overwrite=True,
+                                           precision=predict.precision, reference=reference)
+                if jobs:
+                    results.update(run_jobs(client, jobs, run_settings, predict,
+                                            progress=progress))
+                failed = [r for r in results.values() if r.status != "done"]
+                if failed:
+                    raise TilecolorError("; ".join(f"{r.input}: {r.error}" for r in failed))
+                outputs[row] = {}
+                for src, r in results.items():
+                    with Image.open(r.output) as im:
+                        outputs[row][src] = np.asarray(im.convert("RGB"))
         color_seconds = time.perf_counter() - t_color
-        failed = [r for r in results.values() if r.status != "done"]
-        if failed:
-            raise TilecolorError("; ".join(f"{r.input}: {r.error}" for r in failed))
         if save_images:
             (out_dir / "images").mkdir(exist_ok=True)
         images, sheet_rows = [], []
         for src, truth in truths.items():
-            r = results[src]
-            with Image.open(r.output) as im:
-                pred = np.asarray(im.convert("RGB"))
-            if pred.shape != truth.shape:
-                raise TilecolorError(f"{src.name}: output shape {pred.shape} != {truth.shape}")
             gray = rgb_to_gray(truth)
+            preds = {row: outputs[row][src] for row in runs}
+            if guided:
+                preds["bilinear"] = bilinear_hint(gray, ref_dir / src.name,
+                                                  settings.context or DEFAULT_CONTEXT)
+            for row, pred in preds.items():
+                if pred.shape != truth.shape:
+                    raise TilecolorError(f"{src.name}: {row} output shape {pred.shape} != "
+                                         f"{truth.shape}")
             baseline = compose_rgb(gray, np.zeros((*gray.shape, 2), np.float32), np.uint8)
             truth_lab = to_lab(truth)
             tc = colorfulness(truth)
             entry = {"name": names[src], "height": int(truth.shape[0]),
-                     "width": int(truth.shape[1]), "tiles": r.tiles,
-                     "seconds": round(r.seconds, 3),
+                     "width": int(truth.shape[1]),
                      "truth": {"colorfulness": tc, "chroma_rms": chroma_rms(truth_lab)},
-                     "model": compare(pred, truth, truth_lab, tc),
+                     **{row: compare(pred, truth, truth_lab, tc) for row, pred in preds.items()},
                      "baseline": compare(baseline, truth, truth_lab, tc)}
             images.append(entry)
             sheet_rows.append((Path(names[src]).stem, np.repeat(gray[..., None], 3, -1),
-                               pred, truth))
+                               preds["model"], truth))
             if save_images:
-                Image.fromarray(pred).save(out_dir / "images" / f"{src.stem}.png")
+                for row, pred in preds.items():
+                    suffix = "" if row == "model" else f".{row}"
+                    Image.fromarray(pred).save(out_dir / "images" / f"{src.stem}{suffix}.png")
             log.info("%s: CIEDE2000 %.2f (gray %.2f)", names[src],
                      entry["model"]["ciede2000"], entry["baseline"]["ciede2000"])
-    mean = {"model": mean_metrics([e["model"] for e in images]),
-            "baseline": mean_metrics([e["baseline"] for e in images]),
-            "truth": mean_metrics([e["truth"] for e in images])}
-    for who in ("model", "baseline"):  # ratio of the means (the per-image mean is above)
-        mean[who]["colorfulness_ratio_of_means"] = _ratio(mean[who]["colorfulness"],
+    rows = [row for row in ROWS if images and row in images[0]] + ["baseline"]
+    mean = {row: mean_metrics([e[row] for e in images]) for row in rows}
+    mean["truth"] = mean_metrics([e["truth"] for e in images])
+    for row in rows:  # ratio of the means (the per-image mean is above)
+        mean[row]["colorfulness_ratio_of_means"] = _ratio(mean[row]["colorfulness"],
                                                           mean["truth"]["colorfulness"])
     meta = {"checkpoint": str(Path(checkpoint).resolve()), "model_sha256": predict.digest,
+            "rows": {row: ROWS.get(row, "the gray image (a* = b* = 0)") for row in rows},
             "settings": {"tile": settings.tile, "stride": settings.stride,
                          "blend": str(settings.blend.value), "block": settings.block,
                          "batch_size": settings.batch_size, "device": device,
-                         "context": settings.context if takes_hint(settings.planes) else 0,
+                         "precision": predict.precision,
+                         "context": settings.context if hinted else 0, "guided": guided,
                          "threads": threads, "max_side": max_side},
             "seconds": {"colorize": round(color_seconds, 3),
                         "total": round(time.perf_counter() - t_start, 3)}}
@@ -343,13 +422,17 @@ def format_table(result: EvalResult) -> str:
                 f"{fmt(m['ciede2000']):>7} {fmt(m['ab_rmse']):>7} {fmt(m['colorfulness']):>7} "
                 f"{fmt(tc):>6} {fmt(m['colorfulness_ratio']):>6}")
 
+    rows = [row for row in (*ROWS, "baseline") if row in result.mean]
+    labels = {"model": "model", "no_context": "no ctx", "guided": "guided",
+              "bilinear": "bilinear", "baseline": "gray"}
     for e in result.images:
-        lines.append(line(e["name"], "model", e["model"], e["truth"]["colorfulness"]))
-        lines.append(line("", "gray", e["baseline"], e["truth"]["colorfulness"]))
+        for k, row in enumerate(rows):
+            lines.append(line(e["name"] if k == 0 else "", labels[row], e[row],
+                              e["truth"]["colorfulness"]))
     lines.append("-" * len(head))
     tc = result.mean["truth"]["colorfulness"]
-    for who, label in (("model", "model"), ("baseline", "gray")):
-        m = dict(result.mean[who])
+    for k, row in enumerate(rows):
+        m = dict(result.mean[row])
         m["colorfulness_ratio"] = m.pop("colorfulness_ratio_of_means")
-        lines.append(line("MEAN" if who == "model" else "", label, m, tc))
+        lines.append(line("MEAN" if k == 0 else "", labels[row], m, tc))
     return "\n".join(lines)

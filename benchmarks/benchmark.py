@@ -244,7 +244,7 @@ def throughput_at(args, side: int) -> None:
         "from tilecolor.model.checkpoint import load_generator\n"
         "from tilecolor.core.color import compose_rgb, gray_to_lightness, lightness_to_input\n"
         "from tilecolor.model.nets import for_inference\n"
-        "from tilecolor.outputs import TIFF_CODEC\n"
+        "from tilecolor.io.tiff import TIFF_CODEC\n"
         f"torch.set_num_threads({threads})\n"
         # the generator exactly as tilecolor's predictor runs it (BN folded, NHWC)
         f"m=for_inference(load_generator({str(args.checkpoint)!r})[0])\n"
@@ -353,7 +353,7 @@ def quality(args) -> None:
     from tilecolor.core.color import gray_to_lightness, lightness_to_input
     from tilecolor.core.tiling import Plan
     from tilecolor.engine import Settings, submit_image
-    from tilecolor.io import probe
+    from tilecolor.io.read import probe
     from tilecolor.model.predict import make_predictor
     from tilecolor.store import WorkStore
 

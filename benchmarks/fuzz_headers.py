@@ -86,8 +86,8 @@ def seeds() -> list[bytes]:
 def one(data: bytes) -> None:
     """Run probe and a reader on ``data``; record anything that is not an InputError."""
     from tilecolor.core.errors import InputError
-    from tilecolor.io import probe, read_tiff_region, read_whole
-    from tilecolor.validate import InputPolicy
+    from tilecolor.io.read import probe, read_tiff_region, read_whole
+    from tilecolor.io.validate import InputPolicy
 
     STATS["runs"] += 1
     if STATS["stop"] and time.monotonic() - STATS["t0"] > STATS["stop"]:
@@ -196,8 +196,8 @@ def main() -> None:
             import PIL.Image  # noqa: F401
             import tifffile  # noqa: F401
 
-            import tilecolor.io  # noqa: F401
-            import tilecolor.validate  # noqa: F401
+            import tilecolor.io.read  # noqa: F401
+            import tilecolor.io.validate  # noqa: F401
         run_atheris(args.seconds, seeds(), args.timeout)
     else:
         run_random(args.seconds, seeds())

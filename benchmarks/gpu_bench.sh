@@ -45,7 +45,7 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'dask', dask.__version
       'zarr', zarr.__version__, 'tifffile', tifffile.__version__, 'numpy', numpy.__version__)"
 } > "$OUT/env.txt" 2>&1
 # a numba that cannot compile the kernels must not sink the run: the numpy paths then
-python3 -c "from tilecolor import kernels
+python3 -c "from tilecolor.core import kernels
 print('numba', getattr(kernels.numba, '__version__', None), 'kernels', kernels.AVAILABLE)" \
     >> "$OUT/env.txt" 2>&1 \
     || { echo "kernels do not load: TILECOLOR_KERNELS=0" >> "$OUT/env.txt"; export TILECOLOR_KERNELS=0; }

@@ -27,7 +27,7 @@ BLOCK, BLOCKS = 2048, 8
 def measure(path: Path, block: np.ndarray, chunks: tuple[int, int, int], codec) -> tuple:
     import zarr
 
-    from tilecolor.store import WRITE_ALL
+    from tilecolor.io.omezarr import WRITE_ALL
 
     shutil.rmtree(path, ignore_errors=True)
     zarr.create_array(str(path), shape=(BLOCK, BLOCK * BLOCKS, 3), chunks=chunks,

@@ -146,7 +146,7 @@ def test_kernels_switch_off_runs_the_numpy_paths():
     import subprocess
     import sys
 
-    code = ("import sys; from tilecolor import kernels; from tilecolor.core.color import "
+    code = ("import sys; from tilecolor.core import kernels; from tilecolor.core.color import "
             "compiled_kernels; print(kernels.AVAILABLE, compiled_kernels() is None, "
             "'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -159,7 +159,7 @@ def test_hostile_input_and_tls_options_in_a_spec(tmp_path):
 
 def test_default_max_pixels_matches_the_input_checks():
     from tilecolor.config import RunConfig
-    from tilecolor.validate import DEFAULT_MAX_PIXELS
+    from tilecolor.io.validate import DEFAULT_MAX_PIXELS
 
     assert RunConfig().max_pixels == DEFAULT_MAX_PIXELS
 

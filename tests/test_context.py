@@ -22,7 +22,7 @@ from tilecolor.core.planes import HINTED
 from tilecolor.core.resample import downsample_mean, upsample_bilinear
 from tilecolor.engine import Settings, submit_image
 from tilecolor.hints import CONTEXT_AB, ContextPass, context_factor
-from tilecolor.io import probe
+from tilecolor.io.read import probe
 from tilecolor.pipeline import context_copy
 from tilecolor.store import WorkStore
 

@@ -16,7 +16,7 @@ from conftest import smooth_image
 from tilecolor.cluster import connect
 from tilecolor.config import ClusterConfig
 from tilecolor.engine import Settings, submit_image
-from tilecolor.io import probe
+from tilecolor.io.read import probe
 from tilecolor.store import WorkStore
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

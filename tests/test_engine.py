@@ -16,7 +16,7 @@ from PIL import Image
 from tilecolor.core.color import compose_rgb, gray_to_lightness, lightness_to_input
 from tilecolor.core.tiling import interior
 from tilecolor.engine import Settings, submit_image
-from tilecolor.io import probe
+from tilecolor.io.read import probe
 from tilecolor.model.predict import make_predictor
 from tilecolor.store import WorkStore
 
@@ -268,7 +268,7 @@ def test_tasks_encode_the_tiff_tiles_and_the_file_is_unchanged(client2, tmp_path
     reaches the chunk) encodes its tiles of levels 0 and 1, and the streaming writer copies
     them: the file is byte for byte what the writer alone writes from the pixels of the
     same graph run without encoded tiles."""
-    from tilecolor.outputs import write_tiff
+    from tilecolor.io.tiff import write_tiff
 
     img = smooth_image(h, w, seed=13, dtype=dtype)
     settings = Settings(tile=64, stride=stride, block=512, blend="cosine", render_scale=1 / k)

@@ -15,7 +15,7 @@ import tifffile
 from conftest import smooth_image
 
 from tilecolor.engine import Settings, submit_image
-from tilecolor.io import probe
+from tilecolor.io.read import probe
 from tilecolor.pipeline import plan_batch, run_jobs
 from tilecolor.store import WorkStore
 

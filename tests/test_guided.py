@@ -20,7 +20,7 @@ from tilecolor.core.planes import HINTED
 from tilecolor.core.resample import downsample_mean
 from tilecolor.engine import Settings, submit_image
 from tilecolor.hints import REFERENCE_AB, find_reference, plan_reference, read_color
-from tilecolor.io import probe
+from tilecolor.io.read import probe
 from tilecolor.store import WorkStore
 
 FAST = ["--tile", "64", "--stride", "32", "--block", "128", "--dashboard-address",

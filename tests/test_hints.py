@@ -15,7 +15,7 @@ from tilecolor.core.planes import HINTED, L_ONLY
 from tilecolor.core.resample import downsample_mean, upsample_bilinear, upsample_planes
 from tilecolor.engine import Settings, submit_image
 from tilecolor.hints import HintField
-from tilecolor.io import probe
+from tilecolor.io.read import probe
 from tilecolor.store import WorkStore
 
 MIX = np.array([[0.5, 0.3, -0.2, 0.1], [-0.25, 0.15, 0.4, -0.05]], np.float32)

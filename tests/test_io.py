@@ -8,7 +8,9 @@ from PIL import Image
 
 from tilecolor.core.color import gray_to_lightness, rgb_to_lab
 from tilecolor.core.errors import InputError, OutputError
-from tilecolor.io import output_path, probe, read_tiff_region, read_whole, write_image
+from tilecolor.io.formats import output_path
+from tilecolor.io.read import probe, read_tiff_region, read_whole
+from tilecolor.io.write import write_image
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(tile=(32, 32), compression="zlib"),

@@ -13,12 +13,15 @@ from click.testing import CliRunner
 from conftest import smooth_image
 from PIL import Image
 
-from tilecolor import outputs
 from tilecolor.cli import main
 from tilecolor.config import RunConfig
 from tilecolor.engine import Settings, write_output
-from tilecolor.io import output_path, write_image
-from tilecolor.outputs import OUTPUT_TILE, ZARR_CHUNK, StripPyramid, downsample, pyramid_shapes
+from tilecolor.io import tiff
+from tilecolor.io.formats import output_path
+from tilecolor.io.omezarr import ZARR_CHUNK
+from tilecolor.io.pyramid import StripPyramid, downsample, pyramid_shapes
+from tilecolor.io.tiff import OUTPUT_TILE
+from tilecolor.io.write import write_image
 from tilecolor.pipeline import WORK_DIR, fingerprint, plan_batch
 from tilecolor.store import WorkStore
 
@@ -170,14 +173,14 @@ def test_engine_stages_tiff_levels_in_the_work_store(tmp_path):
     store = WorkStore.create(tmp_path / "w.zarr", plan, "uint8")
     store.array("rgb", "r+")[:] = rgb
     seen = []
-    real = outputs._EncodedLevels
+    real = tiff._EncodedLevels
 
     def spy(scratch, *args):
         seen.append(scratch)
         return real(scratch, *args)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(outputs, "_EncodedLevels", spy)
+        mp.setattr(tiff, "_EncodedLevels", spy)
         write_output(store, tmp_path / "out" / "o.tif", "tiff")
     assert seen == [store.path / "pyramid"]
     assert not (store.path / "pyramid").exists()  # removed once written
@@ -331,7 +334,7 @@ def test_tiff_from_chunk_encoded_tiles_is_the_same_file(tmp_path, h, w, block, d
     rng = np.random.default_rng(1)
     rgb = np.stack([smooth_image(h, w, seed=s, dtype=dtype) for s in range(3)], axis=-1)
     rgb[rng.random((h, w)) < 0.01] = 0  # some noise the deflate has to keep
-    outputs.write_tiff(rgb, tmp_path / "ref.tif", name="o.tif")
+    tiff.write_tiff(rgb, tmp_path / "ref.tif", name="o.tif")
     folder = tmp_path / "tiles"
     folder.mkdir()
     shapes = pyramid_shapes(h, w)
@@ -339,21 +342,21 @@ def test_tiff_from_chunk_encoded_tiles_is_the_same_file(tmp_path, h, w, block, d
     for r, y0 in enumerate(range(0, h, block)):
         for c, x0 in enumerate(range(0, w, block)):
             pixels = rgb[y0 : y0 + block, x0 : x0 + block]
-            levels = [outputs.encode_tiles(pixels)]
+            levels = [tiff.encode_tiles(pixels)]
             if level1 is not None:
                 small = downsample(pixels)
                 level1[y0 // 2 : y0 // 2 + small.shape[0],
                        x0 // 2 : x0 // 2 + small.shape[1]] = small
-                levels.append(outputs.encode_tiles(small))
-            outputs.save_chunk_tiles(folder / f"{r}.{c}.bin", levels)
+                levels.append(tiff.encode_tiles(small))
+            tiff.save_chunk_tiles(folder / f"{r}.{c}.bin", levels)
     waited = []
-    chunked = outputs.ChunkedTiles(folder, (h, w), block, level1,
+    chunked = tiff.ChunkedTiles(folder, (h, w), block, level1,
                                    lambda a, b: waited.append((a, b)))
     # every byte comes from the tiles: the pixels given are only a shape and a dtype here
     blank = np.broadcast_to(np.zeros((), dtype), rgb.shape)
-    outputs.write_tiff(blank, tmp_path / "new.tif", name="o.tif", chunked=chunked)
+    tiff.write_tiff(blank, tmp_path / "new.tif", name="o.tif", chunked=chunked)
     assert (tmp_path / "new.tif").read_bytes() == (tmp_path / "ref.tif").read_bytes()
     rows = -(-h // block)
     assert waited[:rows] == [(r, r) for r in range(rows)]  # row by row, in order
     with pytest.raises(ValueError, match="multiple of 512"):
-        outputs.ChunkedTiles(folder, (h, w), 768)
+        tiff.ChunkedTiles(folder, (h, w), 768)

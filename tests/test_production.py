@@ -19,7 +19,7 @@ from conftest import smooth_image
 from tilecolor.cluster import require_resource
 from tilecolor.core.errors import TilecolorError
 from tilecolor.engine import Settings, submit_image
-from tilecolor.io import probe
+from tilecolor.io.read import probe
 from tilecolor.model.predict import resolve_precision
 from tilecolor.store import WorkStore
 

@@ -1,4 +1,4 @@
-"""Header checks and sample conversions (tilecolor.validate, and probe/readers using them)."""
+"""Header checks and sample conversions (tilecolor.io.validate, and probe/readers using them)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from conftest import smooth_image
 from PIL import Image, ImageOps
 
 from tilecolor.core.errors import ConfigError, InputError, one_line
-from tilecolor.io import probe, read_tiff_region, read_whole
-from tilecolor.validate import (
+from tilecolor.io.read import probe, read_tiff_region, read_whole
+from tilecolor.io.validate import (
     DEFAULT_MAX_PIXELS,
     InputPolicy,
     identify,

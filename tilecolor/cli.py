@@ -18,8 +18,8 @@ from click.core import ParameterSource
 
 from tilecolor.core.blending import Blend
 from tilecolor.core.errors import ConfigError, TilecolorError, one_line
-from tilecolor.io import FORMATS
-from tilecolor.validate import DEFAULT_MAX_PIXELS
+from tilecolor.io.formats import FORMATS
+from tilecolor.io.validate import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("tilecolor")
 
@@ -170,7 +170,7 @@ def run(ctx: click.Context, config_path: Path | None, verbose: int, quiet: int,
 
         start_worker_server()
     _setup_logging(verbose, quiet)
-    from tilecolor.validate import InputPolicy
+    from tilecolor.io.validate import InputPolicy
 
     try:
         policy = InputPolicy(max_pixels=cfg.max_pixels, page=cfg.page)
@@ -226,13 +226,7 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
         make_predictor,
         resolve_precision,
     )
-    from tilecolor.pipeline import (
-        Preingest,
-        find_inputs,
-        plan_batch,
-        run_jobs,
-        write_report,
-    )
+    from tilecolor.pipeline import Preingest, find_inputs, plan_batch, run_jobs, write_report
     from tilecolor.safety import check_output_dir, input_folders
 
     try:

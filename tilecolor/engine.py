@@ -61,8 +61,10 @@ from tilecolor.hints import (
     run_context,
     run_reference,
 )
-from tilecolor.io import ImageInfo, read_tiff_region, read_whole, write_image
-from tilecolor.outputs import ChunkedTiles, downsample, encode_tiles, save_chunk_tiles
+from tilecolor.io.pyramid import downsample
+from tilecolor.io.read import ImageInfo, read_tiff_region, read_whole
+from tilecolor.io.tiff import ChunkedTiles, encode_tiles, save_chunk_tiles
+from tilecolor.io.write import write_image
 from tilecolor.store import STAGES, WorkStore
 from tilecolor.tiles import NetInputs, Predict, accumulate, pad_to_tile
 from tilecolor.tiles import weight_sum as _weight_sum
@@ -345,7 +347,7 @@ def _encode_chunk(store: WorkStore, attrs: dict, plan: Plan, r: int, c: int,
                   rgb: np.ndarray | None = None) -> None:
     """Encode finished output chunk (r, c) (its pixels ``rgb``, read from the store when not
     given) as the TIFF's tiles of levels 0 and 1, and store its level-1 pixels, for the
-    writer to copy (:class:`tilecolor.outputs.ChunkedTiles`). Deflating in the tasks that
+    writer to copy (:class:`tilecolor.io.tiff.ChunkedTiles`). Deflating in the tasks that
     finish the chunks runs on every worker at once; in the writer alone it was one thread
     for the whole image (about 20 MP/s, what a GPU run was held to: BENCHMARKS.md)."""
     by, bx = plan.rows[r], plan.cols[c]

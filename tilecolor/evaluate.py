@@ -273,8 +273,8 @@ def bilinear_hint(gray: np.ndarray, reference: Path, context: int) -> np.ndarray
     hint field (area-downscaled to about ``context`` px), upsampled bilinearly (pixel
     centres aligned) under the image's own L*. uint8 RGB (H, W, 3)."""
     from tilecolor.core.color import compose_rgb, rgb_to_lab
-    from tilecolor.hints import plan_reference, read_color
     from tilecolor.core.resample import downsample_mean, upsample_planes
+    from tilecolor.hints import plan_reference, read_color
 
     h, w = gray.shape
     ref = plan_reference(reference, h, w, reference, context)
@@ -301,14 +301,14 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
     from PIL import Image
 
     from tilecolor.cluster import connect
-    from tilecolor.core.color import compose_rgb, rgb_to_gray
     from tilecolor.config import ClusterConfig
-    from tilecolor.engine import Settings
+    from tilecolor.core.color import compose_rgb, rgb_to_gray
     from tilecolor.core.errors import ConfigError, TilecolorError
-    from tilecolor.hints import DEFAULT_CONTEXT
-    from tilecolor.pipeline import plan_batch, run_jobs
     from tilecolor.core.planes import takes_hint
+    from tilecolor.engine import Settings
+    from tilecolor.hints import DEFAULT_CONTEXT
     from tilecolor.model.predict import make_predictor
+    from tilecolor.pipeline import plan_batch, run_jobs
 
     settings = settings or Settings()
     out_dir = Path(out_dir)

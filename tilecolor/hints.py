@@ -33,10 +33,10 @@ from tilecolor.core.resample import (
     source_span,
     upsample_planes,
 )
-from tilecolor.io import ImageInfo, probe
+from tilecolor.io.read import ImageInfo, probe
+from tilecolor.io.validate import InputPolicy
 from tilecolor.store import WorkStore
 from tilecolor.tiles import NetInputs, Predict, colorize_whole, pad_to_tile
-from tilecolor.validate import InputPolicy
 
 CONTEXT_COPY = "Lc"  #: the context copy of L* (at ContextPass.step), written by ingest
 CONTEXT_AB = "context_ab"  #: the context pass's chroma (2, Hc, Wc), the hint field
@@ -209,7 +209,7 @@ def find_reference(src: Path, hint: Path) -> Path:
     """The reference for input ``src``: ``hint`` itself when it is a file, else the one
     image file in folder ``hint`` with ``src``'s name stem (InputError when there is
     none, or several)."""
-    from tilecolor.validate import is_candidate
+    from tilecolor.io.validate import is_candidate
 
     hint = Path(hint)
     if not hint.is_dir():

@@ -28,11 +28,14 @@ from tilecolor.core.errors import InputError, OutputError, TilecolorError, one_l
 from tilecolor.core.planes import takes_hint
 from tilecolor.engine import Hint, Predict, Settings, ingest_region, submit_image
 from tilecolor.hints import DEFAULT_CONTEXT, ContextPass, find_reference, plan_reference
-from tilecolor.io import ImageInfo, output_path, probe
+from tilecolor.io.atomic import write_atomic
+from tilecolor.io.formats import check_output_size, output_path
+from tilecolor.io.read import ImageInfo, probe
+from tilecolor.io.tiff import tiff_tiles
+from tilecolor.io.validate import InputPolicy, is_candidate
 from tilecolor.progress import Progress
-from tilecolor.safety import check_dest, check_output_size, file_ids, work_name
+from tilecolor.safety import check_dest, file_ids, work_name
 from tilecolor.store import LAYOUT, WorkStore
-from tilecolor.validate import InputPolicy, is_candidate
 
 log = logging.getLogger("tilecolor")
 
@@ -204,14 +207,6 @@ def context_copy(hint: Hint | None, block: int) -> tuple[int, int, int] | None:
     if not isinstance(hint, ContextPass):
         return None
     return (*hint.copy_shape, block // hint.step)
-
-
-def tiff_tiles(fmt: str, block: int) -> bool:
-    """Whether the tasks that finish each chunk encode its TIFF tiles (the writer then copies
-    bytes): TIFF outputs whose blocks hold whole tiles of levels 0 and 1."""
-    from tilecolor.outputs import chunk_aligned
-
-    return fmt == "tiff" and chunk_aligned(block)
 
 
 def plan_batch(inputs: list[Path], out_dir: Path, settings: Settings, model_digest: str, *,
@@ -430,10 +425,8 @@ def _finish(job: Job, future) -> ImageResult:
                 generator_seconds=round(job.generator_seconds, 3),
                 generator_cpu_seconds=round(job.generator_cpu_seconds, 3))
     if future.status == "finished":
-        tmp = job.manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": job.fingerprint,
-                                   "output": str(job.dest)}) + "\n")
-        os.replace(tmp, job.manifest)
+        write_atomic(job.manifest, json.dumps({"fingerprint": job.fingerprint,
+                                               "output": str(job.dest)}) + "\n")
         job.store.remove()
         return ImageResult(str(job.src), "done", str(job.dest), **base)
     exc = future.exception()
@@ -467,7 +460,4 @@ def write_report(path: Path, results: list[ImageResult], seconds: float,
                    "tiles": sum(r.tiles for r in done)},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(report, indent=2) + "\n")

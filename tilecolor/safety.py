@@ -23,8 +23,8 @@ from pathlib import Path
 
 from tilecolor.core.errors import ConfigError, OutputError
 from tilecolor.core.tiling import Plan, footprint_capacity
+from tilecolor.io.tiff import tiff_tiles
 
-JPEG_MAX_SIDE = 65500  #: libjpeg's limit on each side
 JPEG_BYTES_PER_PIXEL = 1.0  #: quality 95, 4:4:4: typically 0.3-0.8 bytes per pixel
 _NAME_BYTES = 180  #: longest work name kept as is (plus ".done.json.tmp" < 255 bytes)
 
@@ -81,13 +81,6 @@ def check_dest(src: Path, dest: Path, out_dir: Path, protected: set[tuple[int, i
         raise OutputError(f"{src}: output {dest} is an input file; refusing to overwrite it")
 
 
-def check_output_size(src: Path, height: int, width: int, fmt: str) -> None:
-    """OutputError when the output format cannot hold the image (JPEG: 65500 px a side)."""
-    if fmt == "jpeg" and max(height, width) > JPEG_MAX_SIDE:
-        raise OutputError(f"{src}: {width} x {height} is too large for JPEG output (at most "
-                          f"{JPEG_MAX_SIDE} pixels a side); use --format tiff")
-
-
 def work_name(src: Path) -> str:
     """Name of an input's working store and manifest (without suffix): the input's name, or
     for a very long one its first 100 bytes plus a hash (file names are <= 255 bytes)."""
@@ -117,18 +110,17 @@ def estimate_image(height: int, width: int, itemsize: int, tile: int, stride: in
 
     Working store: ``L`` (itemsize bytes/px) + partial sums (2 float32 per pixel of every
     block footprint, about 8 bytes/px * (1 + (tile - stride)/block)^2) + ``rgb``
-    (3 * itemsize bytes/px); a TIFF whose tiles the tasks encode (``pipeline.tiff_tiles``)
-    also holds levels 0 and 1 encoded (at most 3 * itemsize * 5/4) and level 1's pixels
-    (3 * itemsize / 4): 4.5 * itemsize bytes/px more. Output: 3 * itemsize bytes/px (TIFF,
-    PNG; both compress), or ``JPEG_BYTES_PER_PIXEL`` for JPEG.
+    (3 * itemsize bytes/px); a TIFF whose tiles the tasks encode
+    (:func:`tilecolor.io.tiff.tiff_tiles`) also holds levels 0 and 1 encoded (at most
+    3 * itemsize * 5/4) and level 1's pixels (3 * itemsize / 4): 4.5 * itemsize bytes/px
+    more. Output: 3 * itemsize bytes/px (TIFF, PNG; both compress), or
+    ``JPEG_BYTES_PER_PIXEL`` for JPEG.
 
     >>> estimate_image(1000, 1000, 1, 256, 256, 1000, "tiff")
     DiskEstimate(work=12000000, output=3000000)
     >>> estimate_image(1000, 1000, 1, 256, 256, 1024, "tiff")
     DiskEstimate(work=16500000, output=3000000)
     """
-    from tilecolor.pipeline import tiff_tiles
-
     plan = Plan(height, width, tile, stride, block)
     rows, cols = plan.rows, plan.cols
     partial = 8 * len(rows) * footprint_capacity(rows) * len(cols) * footprint_capacity(cols)

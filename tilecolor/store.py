@@ -31,9 +31,9 @@ Layout (one group per input image)::
                                        a TIFF output's tiles of levels 0 and 1, encoded by the
                                        task that finishes chunk (r, c), and its level-1
                                        pixels (``tiff_tiles`` stores only: the writer then
-                                       copies bytes, :class:`tilecolor.outputs.ChunkedTiles`)
+                                       copies bytes, :class:`tilecolor.io.tiff.ChunkedTiles`)
     pyramid/1, pyramid/2 ...           a TIFF output's reduced levels while it is written
-                                       (by :func:`tilecolor.outputs.write_tiff`), then removed
+                                       (by :func:`tilecolor.io.tiff.write_tiff`), then removed
 
 The weight sum is not stored: it is separable and recomputed from the geometry.
 """
@@ -51,6 +51,10 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from tilecolor.core.tiling import Plan, footprint_capacity
+from tilecolor.io.atomic import write_atomic
+from tilecolor.io.omezarr import WRITE_ALL
+from tilecolor.io.pyramid import pyramid_shapes
+from tilecolor.io.tiff import OUTPUT_TILE, chunk_aligned
 
 # Scratch data is written once and read once or twice, on the critical path: lz4 for the
 # gray input (2-3x faster than zarr's default zstd), no codec for the float32 partial sums,
@@ -83,11 +87,6 @@ def _rounded(length: int, chunk: int) -> int:
     return -(-length // chunk) * chunk
 
 
-#: Zarr array config for arrays written with real data: skip zarr's check for chunks equal
-#: to the fill value, a pass over each chunk that tripled the cost of a write (zarr 3.1).
-WRITE_ALL = {"write_empty_chunks": True}
-
-
 class WorkStore:
     """Handle on a working store; cheap to pickle (it only holds the path)."""
 
@@ -111,7 +110,6 @@ class WorkStore:
         ``context_copy`` = (height, width, cells per block side) of the context copy ``Lc``
         (:attr:`tilecolor.hints.ContextPass.copy_shape`), or None without a context pass.
         """
-        from tilecolor.outputs import OUTPUT_TILE, chunk_aligned, pyramid_shapes
 
         if tiff_tiles and (output != "rgb" or not chunk_aligned(plan.block)):
             raise ValueError(f"tiff_tiles needs rgb output and a block that is a multiple of "
@@ -210,9 +208,7 @@ class WorkStore:
         """Tell this image's running generator tasks to use ``n`` torch threads from their
         next batch on (the driver's hint once cores fell idle: see
         :func:`tilecolor.pipeline.run_jobs`)."""
-        tmp = self.path / f"{self.THREADS}.tmp"
-        tmp.write_text(f"{int(n)}\n")
-        os.replace(tmp, self.path / self.THREADS)
+        write_atomic(self.path / self.THREADS, f"{int(n)}\n")
 
     def threads(self) -> int | None:
         """The hint :meth:`set_threads` left, or None."""

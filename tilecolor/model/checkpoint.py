@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tilecolor.core.errors import CheckpointError, ConfigError
 from tilecolor.core.planes import L_ONLY, check_planes
+from tilecolor.io.atomic import write_atomic
 
 # torch is imported where weights are loaded: the driver of `tilecolor run` checks a
 # checkpoint without it (see check_weights)
@@ -44,17 +43,6 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_generator(directory: str | Path, model: UNetGenerator, *, tile: int, stride: int,
@@ -85,12 +73,12 @@ def save_generator(directory: str | Path, model: UNetGenerator, *, tile: int, st
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     blob = save(state)
-    _atomic_write_bytes(directory / WEIGHTS, blob)
+    write_atomic(directory / WEIGHTS, blob)
     meta = {"format": FORMAT, "version": VERSION, "architecture": model.spec.to_dict(),
             "input_planes": list(planes), "color": COLOR, "tile": tile, "stride": stride,
             "dtype": "float16" if half else "float32",
             "sha256": hashlib.sha256(blob).hexdigest(), **(extra or {})}
-    _atomic_write_bytes(directory / META, (json.dumps(meta, indent=2) + "\n").encode())
+    write_atomic(directory / META, (json.dumps(meta, indent=2) + "\n").encode())
     return directory
 
 

@@ -1,21 +1,15 @@
-"""Image readers and writers: header probes, region reads, streamed atomic outputs.
+"""Image readers: header probes and region reads.
 
 Inputs: TIFF (1/8/16-bit, float, BigTIFF, tiled or striped, any page; read by region through
 tifffile's zarr store, never decoded whole), PNG and JPEG (decoded whole; they are not
 gigapixel formats, and Pillow's decompression-bomb guard applies to them). Every input is
-checked from its header first (:func:`probe`, rules in :mod:`tilecolor.validate`); color
-inputs are converted to the gray with the same L*. Outputs (a file, or an OME-Zarr folder)
-are written to a hidden temporary name beside the target and renamed, so a reader never
-sees half an output; pyramidal TIFF and OME-Zarr are streamed by :mod:`tilecolor.outputs`.
+checked from its header first (:func:`probe`, rules in :mod:`tilecolor.io.validate`); color
+inputs are converted to the gray with the same L*.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from tilecolor.core.color import rgb_to_gray
-from tilecolor.core.errors import InputError, OutputError, one_line
-from tilecolor.outputs import OUTPUT_TILE as OUTPUT_TILE  # re-exported
-from tilecolor.outputs import write_ome_zarr, write_tiff
-from tilecolor.validate import (
-    SUPPORTED,
+from tilecolor.core.errors import InputError, one_line
+from tilecolor.io.formats import format_of
+from tilecolor.io.validate import (
     InputPolicy,
     check_regular_file,
     check_size,
@@ -41,9 +33,9 @@ from tilecolor.validate import (
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("tiff", "png", "jpeg", "zarr")
-EXTENSIONS = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg", "zarr": ".ome.zarr"}
 _PIL_FORMATS = {"png": ["PNG"], "jpeg": ["JPEG"]}  # JPEG's opener also makes MPO
+
+
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG color type -> samples after decoding
 
 
@@ -110,7 +102,7 @@ def probe(path: str | Path, policy: InputPolicy | None = None, *,
     except Exception as e:  # a corrupt header can raise anything inside the decoders
         raise InputError(path, f"corrupt or unreadable {fmt.upper()} header "
                                f"({type(e).__name__}: {e})") from e
-    named = SUPPORTED.get(path.suffix.lower())
+    named = format_of(path.suffix)
     if named != fmt:
         info = _with_note(info, f"named {path.suffix or 'without extension'} but is a "
                                 f"{fmt.upper()} file; read as {fmt.upper()}")
@@ -278,111 +270,3 @@ def read_tiff_region(path: Path, y0: int, y1: int, x0: int, x1: int, *,
         raise InputError(path, f"cannot decode TIFF rows {y0}:{y1}, columns {x0}:{x1} "
                                f"({type(e).__name__}: {e})") from e
     return samples_to_gray(path, layout, region)
-
-
-def output_path(out_dir: Path, src: Path, fmt: str) -> Path:
-    """``out_dir/<stem><ext>``; keeps the input's extension when the format is unchanged.
-
-    ``zarr`` outputs are folders named ``<stem>.ome.zarr`` (``x.ome.tif`` -> ``x.ome.zarr``).
-    """
-    ext = src.suffix if src.suffix.lower() in {".tif", ".tiff", ".png", ".jpg", ".jpeg"} \
-        and sniff_ext(src.suffix) == fmt else EXTENSIONS[fmt]
-    stem = src.stem
-    if fmt == "zarr" and stem.lower().endswith(".ome") and len(stem) > 4:
-        stem = stem[:-4]
-    name = Path(stem + ext).name
-    if name in ("", ".", "..") or "/" in name:
-        raise OutputError(f"cannot derive an output name from {src}")
-    return out_dir / name
-
-
-def sniff_ext(suffix: str) -> str | None:
-    return {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg",
-            ".jpeg": "jpeg"}.get(suffix.lower())
-
-
-def write_image(rgb, dest: Path, fmt: str, *, scratch: Path | None = None,
-                tmp_dir: Path | None = None, chunked=None) -> Path:
-    """Write an (H, W, 3) array-like atomically (TIFF and OME-Zarr stream it in strips).
-
-    Parameters
-    ----------
-    rgb : (H, W, 3) uint8 or uint16 pixels; a zarr array is read strip by strip (PNG and
-        JPEG read it whole).
-    dest : the output file (``zarr``: the output folder); an existing one is replaced.
-    fmt : one of :data:`FORMATS`.
-    scratch : folder for the TIFF pyramid's temporary levels (default: beside ``dest``).
-    tmp_dir : where the file is written before it is renamed to ``dest`` (default: beside
-        it; must be on the same file system). The engine uses the image's working store, so
-        a run killed while streaming leaves nothing beside the outputs.
-    chunked : a TIFF's levels 0 and 1 already encoded (:class:`outputs.ChunkedTiles`).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    where = tmp_dir or dest.parent
-    # the prefix is cut so that a long (but valid) output name still leaves a valid temp name
-    prefix, suffix = f".{dest.name[:64]}.", ".part"
-    if fmt == "zarr":
-        tmp = Path(tempfile.mkdtemp(dir=where, prefix=prefix, suffix=suffix))
-    else:
-        fd, tmp_name = tempfile.mkstemp(dir=where, prefix=prefix, suffix=suffix)
-        os.close(fd)
-        tmp = Path(tmp_name)
-    try:
-        _write(rgb, tmp, fmt, dest, scratch, chunked)
-        umask = os.umask(0)
-        os.umask(umask)
-        # mkstemp/mkdtemp make 0600/0700; outputs get the usual mode
-        tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~umask)
-        _replace(tmp, dest)
-    except BaseException:
-        _remove(tmp)
-        raise
-    return dest
-
-
-def _replace(tmp: Path, dest: Path) -> None:
-    """``os.replace``, also when either is a folder: an existing ``dest`` is then renamed
-    aside, ``tmp`` renamed in, and the old one removed (put back if the rename fails)."""
-    if not (tmp.is_dir() or dest.is_dir()) or not os.path.lexists(dest):
-        os.replace(tmp, dest)
-        return
-    aside = dest.with_name(f".{dest.name[:64]}.{uuid.uuid4().hex[:8]}.old")
-    os.rename(dest, aside)
-    try:
-        os.rename(tmp, dest)
-    except BaseException:
-        os.rename(aside, dest)
-        raise
-    _remove(aside)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _write(rgb, path: Path, fmt: str, dest: Path, scratch: Path | None,
-           chunked=None) -> None:
-    h, w = rgb.shape[:2]
-    dtype = np.dtype(rgb.dtype)
-    if fmt == "tiff":
-        write_tiff(rgb, path, scratch, name=dest.name, chunked=chunked)
-    elif fmt == "zarr":
-        write_ome_zarr(rgb, path, name=dest.name.removesuffix(EXTENSIONS["zarr"]))
-    elif fmt == "png":
-        import imagecodecs
-
-        path.write_bytes(imagecodecs.png_encode(np.asarray(rgb[:]), level=6))
-    elif fmt == "jpeg":
-        from PIL import Image
-
-        pixels = np.asarray(rgb[:])
-        if dtype == np.uint16:
-            pixels = (pixels >> 8).astype(np.uint8)
-        if max(h, w) > 65500:
-            raise OutputError(f"{path}: {w}x{h} is too large for JPEG; use --format tiff")
-        Image.fromarray(pixels, "RGB").save(path, format="JPEG", quality=95, subsampling=0)
-    else:
-        raise OutputError(f"unknown output format {fmt!r}")

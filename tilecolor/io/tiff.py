@@ -1,129 +1,30 @@
-"""Streamed pyramidal outputs: tiled BigTIFF with SubIFD levels, and OME-Zarr (NGFF 0.4).
-
-Both writers read the finished ``(H, W, 3)`` image in strips of whole rows and never hold it
-whole: each strip is written out and halved into the next level, whose strips are halved in
-turn (:class:`StripPyramid`), so memory is a few strips per level whatever the image size.
-
-Pyramid rule (:func:`pyramid_shapes`): an image whose longer side is at most
-``PYRAMID_MIN_SIDE`` (1024) px has no reduced levels; a larger one gets levels that halve
-each side (rounding up) until the longer side is at most ``PYRAMID_TOP_SIDE`` (512) px.
-Each level is the 2x2 mean of the one above, per channel, rounded half up; at an odd edge
-the last row or column is averaged with itself (the mean of the pixels that exist).
+"""Tiled, deflated (Big)TIFF outputs with the reduced levels as SubIFDs of page 0, streamed
+(:mod:`tilecolor.io.pyramid`); and a TIFF's tiles encoded chunk by chunk by the tasks that
+finish the chunks (:func:`encode_tiles`, :func:`save_chunk_tiles`), which the writer then
+copies as bytes (:class:`ChunkedTiles`).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-PYRAMID_MIN_SIDE = 1024  #: no reduced levels when the longer side is at most this
-PYRAMID_TOP_SIDE = 512  #: levels halve until the longer side is at most this
+from tilecolor.io.atomic import write_atomic
+from tilecolor.io.pyramid import StripPyramid, ceil_div, pushed, pyramid_shapes, tiles
+
 OUTPUT_TILE = 256  #: tile side of TIFF outputs (tifffile wants multiples of 16)
-ZARR_CHUNK = 512  #: y and x chunk side of OME-Zarr outputs (one channel per chunk)
+
+
 #: deflate level 1 with horizontal differencing: about 2x faster than zlib's default level 6
 #: and 20-30 % smaller on photos (numbers in the README); predictor 2 is baseline libtiff
 TIFF_CODEC = {"compression": "zlib", "compressionargs": {"level": 1}, "predictor": True,
               "maxworkers": 2}
 
-Sink = Callable[[int, int, np.ndarray], None]
-
-
-def pyramid_shapes(height: int, width: int) -> list[tuple[int, int]]:
-    """(height, width) of every level, full resolution first.
-
-    >>> pyramid_shapes(1000, 1024)
-    [(1000, 1024)]
-    >>> pyramid_shapes(1500, 2050)
-    [(1500, 2050), (750, 1025), (375, 513), (188, 257)]
-    """
-    shapes = [(height, width)]
-    if max(height, width) > PYRAMID_MIN_SIDE:
-        while max(shapes[-1]) > PYRAMID_TOP_SIDE:
-            h, w = shapes[-1]
-            shapes.append(((h + 1) // 2, (w + 1) // 2))
-    return shapes
-
-
-def downsample(pixels: np.ndarray) -> np.ndarray:
-    """2x2 mean of an (h, w, c) integer array, rounded half up: (ceil(h/2), ceil(w/2), c).
-
-    An odd last row or column is paired with itself, so edge pixels are the mean of the
-    pixels that exist.
-    """
-    if pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
-        from PIL import Image  # the same rounding and edges, in C: 2x faster than below
-
-        return np.asarray(Image.fromarray(np.ascontiguousarray(pixels), "RGB").reduce(2))
-    if pixels.shape[0] % 2:
-        pixels = np.concatenate([pixels, pixels[-1:]], axis=0)
-    if pixels.shape[1] % 2:
-        pixels = np.concatenate([pixels, pixels[:, -1:]], axis=1)
-    acc = np.uint16 if pixels.dtype.itemsize == 1 else np.uint32  # sum of 4 cannot overflow
-    h, w, c = pixels.shape
-    rows = pixels[0::2].astype(acc)  # pairs of whole rows first: contiguous, 2x faster
-    rows += pixels[1::2]
-    pairs = rows.reshape(h // 2, w // 2, 2 * c)  # then neighbouring pixels' channels
-    total = pairs[..., :c] + pairs[..., c:]
-    total += 2
-    total >>= 2
-    return total.astype(pixels.dtype)
-
-
-class StripPyramid:
-    """Turns the strips of level 0 into the strips of every level.
-
-    Strips pushed for a level are handed to ``sink(level, y0, strip)`` and halved into the
-    next level, which is pushed on in strips of ``rows`` rows (the last one shorter). Only
-    one partial strip per level is buffered.
-
-    Parameters
-    ----------
-    shapes : (height, width) of each level, from :func:`pyramid_shapes`.
-    rows : strip height (even), the same for every level.
-    sink : called with each level's strips in top-to-bottom order.
-    """
-
-    def __init__(self, shapes: list[tuple[int, int]], rows: int, sink: Sink) -> None:
-        if rows < 2 or rows % 2:
-            raise ValueError(f"strip rows must be even and >= 2, got rows={rows}")
-        self.shapes, self.rows, self.sink = shapes, rows, sink
-        self.y = [0] * len(shapes)
-        self.pending: list[list[np.ndarray]] = [[] for _ in shapes]
-
-    def push(self, level: int, strip: np.ndarray) -> None:
-        """Hand the next strip of ``level`` (``rows`` rows unless it is the last) on."""
-        self.sink(level, self.y[level], strip)
-        self.y[level] += strip.shape[0]
-        if level + 1 == len(self.shapes):
-            return
-        below = self.pending[level + 1]
-        below.append(downsample(strip))
-        if sum(s.shape[0] for s in below) >= self.rows or \
-                self.y[level] >= self.shapes[level][0]:
-            self.pending[level + 1] = []
-            self.push(level + 1, np.concatenate(below))
-
-
-def strips(pixels, rows: int) -> Iterator[np.ndarray]:
-    """Row strips of an (H, W, ...) array-like (a zarr array is read strip by strip)."""
-    for y in range(0, pixels.shape[0], rows):
-        yield np.asarray(pixels[y : y + rows])
-
-
-def tiles(row_strips: Iterable[np.ndarray], tile: int) -> Iterator[np.ndarray]:
-    """Row-major TIFF tiles of strips ``tile`` rows high (tifffile pads the edge tiles)."""
-    for strip in row_strips:
-        for x in range(0, strip.shape[1], tile):
-            yield strip[:, x : x + tile]
-
-
-# ---------------------------------------------------------------- TIFF
 
 def write_tiff(rgb, path: Path, scratch: Path | None = None, *, name: str | None = None,
                chunked: ChunkedTiles | None = None) -> None:
@@ -164,8 +65,8 @@ def write_tiff(rgb, path: Path, scratch: Path | None = None, *, name: str | None
 
             sources = [chunked.tiles(0, after_wait=level1), chunked.tiles(1)]
         else:
-            sources = [tiles(_pushed(rgb, pyramid), OUTPUT_TILE)]
-        padded = sum(_ceil_div(h, OUTPUT_TILE) * _ceil_div(w, OUTPUT_TILE) for h, w in shapes)
+            sources = [tiles(pushed(rgb, pyramid), OUTPUT_TILE)]
+        padded = sum(ceil_div(h, OUTPUT_TILE) * ceil_div(w, OUTPUT_TILE) for h, w in shapes)
         big = padded * OUTPUT_TILE**2 * 3 * dtype.itemsize > 2**31
         # OME-XML is what makes Bio-Formats (QuPath, Fiji) take the SubIFDs for a pyramid
         with tifffile.TiffWriter(path, bigtiff=big, ome=True) as tif:
@@ -233,6 +134,12 @@ def chunk_aligned(block: int) -> bool:
     return block % (2 * OUTPUT_TILE) == 0
 
 
+def tiff_tiles(fmt: str, block: int) -> bool:
+    """Whether the tasks that finish each chunk encode its TIFF tiles (the writer then copies
+    bytes): TIFF outputs whose blocks hold whole tiles of levels 0 and 1."""
+    return fmt == "tiff" and chunk_aligned(block)
+
+
 @functools.cache
 def _tile_encoder() -> Callable[[np.ndarray], bytes]:
     import tifffile
@@ -264,12 +171,7 @@ def save_chunk_tiles(path: Path, levels: list[list[bytes]]) -> None:
     each, every tile's size), then the tiles' bytes in that order."""
     head = [len(levels), *map(len, levels), *(len(b) for level in levels for b in level)]
     header = np.array([len(head), *head], dtype="<u8").tobytes()
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(header)
-        for level in levels:
-            f.writelines(level)
-    os.replace(tmp, path)
+    write_atomic(path, [header, *(b for level in levels for b in level)])
 
 
 class _ChunkFile:
@@ -317,7 +219,7 @@ class ChunkedTiles:
     def _tiles_per_chunk(self, length: int, level: int) -> list[int]:
         """Tiles across each chunk along an axis of ``length`` pixels, at ``level``."""
         sides = [min(self.block, length - s) for s in range(0, length, self.block)]
-        return [_ceil_div(_ceil_div(side, 2**level), OUTPUT_TILE) for side in sides]
+        return [ceil_div(ceil_div(side, 2**level), OUTPUT_TILE) for side in sides]
 
     def tiles(self, level: int, after_wait: Callable[[int], None] | None = None
               ) -> Iterator[bytes]:
@@ -347,10 +249,6 @@ class ChunkedTiles:
             yield np.asarray(self.level1[y : min(y + OUTPUT_TILE, stop)])
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _stable_uuid(rgb, name: str) -> str:
     """The OME-XML UUID, derived from the output's name, shape and dtype instead of drawn at
     random, so the same result is written as the same bytes (a resumed run is checked byte
@@ -359,75 +257,3 @@ def _stable_uuid(rgb, name: str) -> str:
 
     return str(uuid.uuid5(uuid.NAMESPACE_URL,
                           f"tilecolor:{name}:{tuple(rgb.shape)}:{np.dtype(rgb.dtype)}"))
-
-
-def _pushed(rgb, pyramid: StripPyramid) -> Iterator[np.ndarray]:
-    """Level 0's strips, each also pushed down the pyramid as it is read."""
-    for strip in strips(rgb, pyramid.rows):
-        pyramid.push(0, strip)
-        yield strip
-
-
-# ---------------------------------------------------------------- OME-Zarr
-
-def write_ome_zarr(rgb, path: Path, name: str = "image") -> None:
-    """Write an OME-Zarr (NGFF 0.4, zarr format 2) multiscale RGB image into folder ``path``.
-
-    Arrays ``0``, ``1``, ... of shape (3, h_k, w_k) (axes c, y, x), chunks (1, 512, 512),
-    Blosc (zstd level 1, bit shuffle); the ``omero`` block shows channels 0-2 as red, green
-    and blue over the dtype's full range.
-
-    Parameters
-    ----------
-    rgb : (H, W, 3) uint8 or uint16 array-like, read in strips of ``ZARR_CHUNK`` rows.
-    path : the folder to create (replaced if it exists).
-    name : the image's name in the metadata.
-    """
-    import numcodecs
-    import zarr
-
-    from tilecolor.store import WRITE_ALL
-
-    shapes = pyramid_shapes(*rgb.shape[:2])
-    dtype = np.dtype(rgb.dtype)
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    # on photos: 10x faster than zstd-5 with byte shuffle, and a slightly better ratio
-    codec = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.BITSHUFFLE)
-    arrays = [group.create_array(str(k), shape=(3, h, w), dtype=dtype, fill_value=0,
-                                 chunks=(1, min(ZARR_CHUNK, h), min(ZARR_CHUNK, w)),
-                                 compressors=codec,
-                                 chunk_key_encoding={"name": "v2", "separator": "/"}
-                                 ).with_config(WRITE_ALL)
-              for k, (h, w) in enumerate(shapes)]
-
-    def sink(level: int, y: int, strip: np.ndarray) -> None:
-        arrays[level][:, y : y + strip.shape[0]] = np.moveaxis(strip, -1, 0)
-
-    pyramid = StripPyramid(shapes, ZARR_CHUNK, sink)
-    for strip in strips(rgb, ZARR_CHUNK):
-        pyramid.push(0, strip)
-    group.attrs.update(ome_metadata(name, len(shapes), dtype))
-
-
-def ome_metadata(name: str, n_levels: int, dtype: np.dtype) -> dict:
-    """NGFF 0.4 ``multiscales`` and ``omero`` attributes of an RGB image with axes c, y, x."""
-    top = int(np.iinfo(dtype).max) if np.dtype(dtype).kind in "ui" else 1
-    datasets = [{"path": str(k), "coordinateTransformations": [
-        {"type": "scale", "scale": [1.0, float(2**k), float(2**k)]}]}
-        for k in range(n_levels)]
-    channels = [{"label": label, "color": color, "active": True, "coefficient": 1.0,
-                 "family": "linear", "inverted": False,
-                 "window": {"start": 0, "end": top, "min": 0, "max": top}}
-                for label, color in (("red", "FF0000"), ("green", "00FF00"),
-                                     ("blue", "0000FF"))]
-    return {
-        "multiscales": [{
-            "version": "0.4", "name": name,
-            "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"},
-                     {"name": "x", "type": "space"}],
-            "datasets": datasets, "type": "mean",
-            "metadata": {"description": "2x2 mean per channel, rounded half up",
-                         "writer": "tilecolor"}}],
-        "omero": {"version": "0.4", "name": name, "channels": channels,
-                  "rdefs": {"model": "color", "defaultZ": 0, "defaultT": 0}},
-    }

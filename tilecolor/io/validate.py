@@ -30,9 +30,9 @@ import numpy as np
 
 from tilecolor.core.color import rgb_to_gray
 from tilecolor.core.errors import ConfigError, InputError
+from tilecolor.io.formats import INPUT_EXTENSIONS
 
 DEFAULT_MAX_PIXELS = 2**33  #: gigapixel scans pass; a forged 10^10-pixel header does not
-SUPPORTED = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 UNSUPPORTED = {".bmp": "BMP", ".dib": "BMP", ".gif": "GIF", ".webp": "WebP",
                ".jp2": "JPEG 2000", ".j2k": "JPEG 2000", ".jpx": "JPEG 2000",
                ".jpf": "JPEG 2000", ".heic": "HEIF", ".heif": "HEIF", ".avif": "AVIF",
@@ -66,7 +66,7 @@ class InputPolicy:
 def is_candidate(name: str) -> bool:
     """Whether a folder entry named ``name`` is listed as an input (read or rejected)."""
     suffix = os.path.splitext(name)[1].lower()
-    return not name.startswith(".") and (suffix in SUPPORTED or suffix in UNSUPPORTED)
+    return not name.startswith(".") and (suffix in INPUT_EXTENSIONS or suffix in UNSUPPORTED)
 
 
 def check_regular_file(path: Path) -> int:

@@ -352,10 +352,11 @@ def quality(args) -> None:
 
     from tilecolor.core.color import gray_to_lightness, lightness_to_input
     from tilecolor.core.tiling import Plan
-    from tilecolor.engine import Settings, submit_image
+    from tilecolor.engine.graph import submit_image
+    from tilecolor.engine.settings import Settings
+    from tilecolor.engine.store import WorkStore
     from tilecolor.io.read import probe
     from tilecolor.model.predict import make_predictor
-    from tilecolor.store import WorkStore
 
     h, w, tile = args.height, args.width, 256
     work = Path(tempfile.mkdtemp(prefix="tc-quality-"))

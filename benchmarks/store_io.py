@@ -48,7 +48,7 @@ def measure(path: Path, block: np.ndarray, chunks: tuple[int, int, int], codec) 
 def main() -> None:
     from PIL import Image
 
-    from tilecolor.store import _FAST
+    from tilecolor.engine.store import _FAST
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)

@@ -20,11 +20,12 @@ from test_hints import affine4, whole_planes
 from tilecolor.core.color import gray_to_lightness
 from tilecolor.core.planes import HINTED
 from tilecolor.core.resample import downsample_mean, upsample_bilinear
-from tilecolor.engine import Settings, submit_image
-from tilecolor.hints import CONTEXT_AB, ContextPass, context_factor
+from tilecolor.engine.graph import submit_image
+from tilecolor.engine.hints import CONTEXT_AB, ContextPass, context_factor
+from tilecolor.engine.settings import Settings
+from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
 from tilecolor.pipeline import context_copy
-from tilecolor.store import WorkStore
 
 
 @pytest.mark.parametrize("h,w,size,k", [(1, 1, 256, 1), (256, 100, 256, 1), (257, 3, 256, 2),
@@ -125,7 +126,7 @@ def test_finished_context_pass_is_not_recomputed(client1, tmp_path):
 
 def test_context_copy_is_written_per_block_as_whole_chunks(tmp_path):
     """Ingest adds each block's cells to its own chunk of Lc (one writer per chunk)."""
-    from tilecolor.engine import ingest_region
+    from tilecolor.engine.ingest import ingest_region
 
     img = smooth_image(300, 200, seed=1)
     tifffile.imwrite(tmp_path / "in.tif", img, tile=(16, 16))

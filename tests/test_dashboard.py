@@ -15,9 +15,10 @@ from conftest import smooth_image
 
 from tilecolor.cluster import connect
 from tilecolor.config import ClusterConfig
-from tilecolor.engine import Settings, submit_image
+from tilecolor.engine.graph import submit_image
+from tilecolor.engine.settings import Settings
+from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
-from tilecolor.store import WorkStore
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

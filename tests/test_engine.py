@@ -15,10 +15,11 @@ from PIL import Image
 
 from tilecolor.core.color import compose_rgb, gray_to_lightness, lightness_to_input
 from tilecolor.core.tiling import interior
-from tilecolor.engine import Settings, submit_image
+from tilecolor.engine.graph import submit_image
+from tilecolor.engine.settings import Settings
+from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
 from tilecolor.model.predict import make_predictor
-from tilecolor.store import WorkStore
 
 
 def affine(x: np.ndarray) -> np.ndarray:

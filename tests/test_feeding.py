@@ -14,10 +14,11 @@ import pytest
 import tifffile
 from conftest import smooth_image
 
-from tilecolor.engine import Settings, submit_image
+from tilecolor.engine.graph import submit_image
+from tilecolor.engine.settings import Settings
+from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
 from tilecolor.pipeline import plan_batch, run_jobs
-from tilecolor.store import WorkStore
 
 
 def affine(x: np.ndarray) -> np.ndarray:

@@ -18,10 +18,11 @@ from tilecolor.core.color import AB_SCALE, gray_to_lightness, rgb_to_lab
 from tilecolor.core.errors import InputError
 from tilecolor.core.planes import HINTED
 from tilecolor.core.resample import downsample_mean
-from tilecolor.engine import Settings, submit_image
-from tilecolor.hints import REFERENCE_AB, find_reference, plan_reference, read_color
+from tilecolor.engine.graph import submit_image
+from tilecolor.engine.hints import REFERENCE_AB, find_reference, plan_reference, read_color
+from tilecolor.engine.settings import Settings
+from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
-from tilecolor.store import WorkStore
 
 FAST = ["--tile", "64", "--stride", "32", "--block", "128", "--dashboard-address",
         "127.0.0.1:0", "--threads", "1"]

@@ -13,10 +13,11 @@ from conftest import smooth_image
 from tilecolor.core.color import gray_to_lightness, lightness_to_input
 from tilecolor.core.planes import HINTED, L_ONLY
 from tilecolor.core.resample import downsample_mean, upsample_bilinear, upsample_planes
-from tilecolor.engine import Settings, submit_image
-from tilecolor.hints import HintField
+from tilecolor.engine.graph import submit_image
+from tilecolor.engine.hints import HintField
+from tilecolor.engine.settings import Settings
+from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
-from tilecolor.store import WorkStore
 
 MIX = np.array([[0.5, 0.3, -0.2, 0.1], [-0.25, 0.15, 0.4, -0.05]], np.float32)
 

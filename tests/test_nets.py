@@ -108,7 +108,7 @@ def test_driver_checks_a_checkpoint_without_importing_torch(tiny_checkpoint):
     import sys
 
     code = ("import sys\n"
-            "from tilecolor import cli, cluster, engine, pipeline\n"
+            "from tilecolor import cli, cluster, pipeline\nfrom tilecolor.engine import graph\n"
             "from tilecolor.model.predict import make_predictor\n"
             f"p = make_predictor({str(tiny_checkpoint)!r}, validate=False)\n"
             "assert p.multiple > 1 and len(p.digest) == 64\n"

@@ -15,7 +15,9 @@ from PIL import Image
 
 from tilecolor.cli import main
 from tilecolor.config import RunConfig
-from tilecolor.engine import Settings, write_output
+from tilecolor.engine.settings import Settings
+from tilecolor.engine.store import WorkStore
+from tilecolor.engine.write import write_output
 from tilecolor.io import tiff
 from tilecolor.io.formats import output_path
 from tilecolor.io.omezarr import ZARR_CHUNK
@@ -23,7 +25,6 @@ from tilecolor.io.pyramid import StripPyramid, downsample, pyramid_shapes
 from tilecolor.io.tiff import OUTPUT_TILE
 from tilecolor.io.write import write_image
 from tilecolor.pipeline import WORK_DIR, fingerprint, plan_batch
-from tilecolor.store import WorkStore
 
 
 def rgb_image(h: int, w: int, dtype=np.uint8) -> np.ndarray:

@@ -18,10 +18,11 @@ from conftest import smooth_image
 
 from tilecolor.cluster import require_resource
 from tilecolor.core.errors import TilecolorError
-from tilecolor.engine import Settings, submit_image
+from tilecolor.engine.graph import submit_image
+from tilecolor.engine.settings import Settings
+from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
 from tilecolor.model.predict import resolve_precision
-from tilecolor.store import WorkStore
 
 ARGS = ["--tile", "64", "--stride", "32", "--block", "64", "--threads", "1",
         "--dashboard-address", "127.0.0.1:0", "--format", "tiff"]

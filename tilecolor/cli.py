@@ -218,7 +218,7 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
         quiet_expected_errors,
         require_resource,
     )
-    from tilecolor.engine import Settings
+    from tilecolor.engine.settings import Settings
     from tilecolor.model.checkpoint import default_checkpoint
     from tilecolor.model.predict import (
         default_batch_size,
@@ -412,7 +412,7 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     checkpoint with hint planes it also reports the context pass off and, with --guided,
     guided mode beside the bilinear-hint baseline."""
     from tilecolor.cluster import inference_resources
-    from tilecolor.engine import Settings
+    from tilecolor.engine.settings import Settings
     from tilecolor.evaluate import evaluate, format_table, select_photos
     from tilecolor.model.checkpoint import default_checkpoint
     from tilecolor.model.predict import default_batch_size, default_threads

@@ -50,7 +50,7 @@ GENERATOR = "generator"
 
 #: What the embedded cluster's worker processes import before they are forked (see
 #: start_worker_server): the generator's stack, so no worker pays for it after starting.
-WORKER_PRELOAD = ("distributed", "numpy", "zarr", "tifffile", "torch", "tilecolor.engine",
+WORKER_PRELOAD = ("distributed", "numpy", "zarr", "tifffile", "torch", "tilecolor.engine.graph",
                   "tilecolor.core.kernels", "tilecolor.model.nets", "tilecolor.io.write",
                   "tilecolor.model.predict")
 

@@ -274,7 +274,7 @@ def bilinear_hint(gray: np.ndarray, reference: Path, context: int) -> np.ndarray
     centres aligned) under the image's own L*. uint8 RGB (H, W, 3)."""
     from tilecolor.core.color import compose_rgb, rgb_to_lab
     from tilecolor.core.resample import downsample_mean, upsample_planes
-    from tilecolor.hints import plan_reference, read_color
+    from tilecolor.engine.hints import plan_reference, read_color
 
     h, w = gray.shape
     ref = plan_reference(reference, h, w, reference, context)
@@ -305,8 +305,8 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
     from tilecolor.core.color import compose_rgb, rgb_to_gray
     from tilecolor.core.errors import ConfigError, TilecolorError
     from tilecolor.core.planes import takes_hint
-    from tilecolor.engine import Settings
-    from tilecolor.hints import DEFAULT_CONTEXT
+    from tilecolor.engine.hints import DEFAULT_CONTEXT
+    from tilecolor.engine.settings import Settings
     from tilecolor.model.predict import make_predictor
     from tilecolor.pipeline import plan_batch, run_jobs
 

@@ -26,8 +26,12 @@ from pathlib import Path
 
 from tilecolor.core.errors import InputError, OutputError, TilecolorError, one_line
 from tilecolor.core.planes import takes_hint
-from tilecolor.engine import Hint, Predict, Settings, ingest_region, submit_image
-from tilecolor.hints import DEFAULT_CONTEXT, ContextPass, find_reference, plan_reference
+from tilecolor.engine.graph import submit_image
+from tilecolor.engine.hints import DEFAULT_CONTEXT, ContextPass, find_reference, plan_reference
+from tilecolor.engine.ingest import ingest_region
+from tilecolor.engine.settings import Hint, Settings
+from tilecolor.engine.store import LAYOUT, WorkStore
+from tilecolor.engine.tiles import Predict
 from tilecolor.io.atomic import write_atomic
 from tilecolor.io.formats import check_output_size, output_path
 from tilecolor.io.read import ImageInfo, probe
@@ -35,7 +39,6 @@ from tilecolor.io.tiff import tiff_tiles
 from tilecolor.io.validate import InputPolicy, is_candidate
 from tilecolor.progress import Progress
 from tilecolor.safety import check_dest, file_ids, work_name
-from tilecolor.store import LAYOUT, WorkStore
 
 log = logging.getLogger("tilecolor")
 

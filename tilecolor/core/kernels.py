@@ -87,7 +87,7 @@ def gather(gray: np.ndarray, table: np.ndarray, ys: np.ndarray, xs: np.ndarray,
     """out[n, plane] = table[gray[ys[n]:ys[n] + t, xs[n]:xs[n] + t]]: the lightness plane
     of a batch of network inputs (N, P, t, t) straight from the gray levels (t =
     out.shape[2]; the tiles must lie inside ``gray``). The other planes are left as they
-    are (the caller fills them: :class:`tilecolor.tiles.NetInputs`)."""
+    are (the caller fills them: :class:`tilecolor.engine.tiles.NetInputs`)."""
     if not 0 <= plane < out.shape[1]:
         raise ValueError(f"plane {plane} is not one of the batch's {out.shape[1]} planes")
     _gather(np.require(gray, requirements="CW"), table, ys, xs, out, plane)

@@ -33,10 +33,10 @@ from tilecolor.core.resample import (
     source_span,
     upsample_planes,
 )
+from tilecolor.engine.store import WorkStore
+from tilecolor.engine.tiles import NetInputs, Predict, colorize_whole, pad_to_tile
 from tilecolor.io.read import ImageInfo, probe
 from tilecolor.io.validate import InputPolicy
-from tilecolor.store import WorkStore
-from tilecolor.tiles import NetInputs, Predict, colorize_whole, pad_to_tile
 
 CONTEXT_COPY = "Lc"  #: the context copy of L* (at ContextPass.step), written by ingest
 CONTEXT_AB = "context_ab"  #: the context pass's chroma (2, Hc, Wc), the hint field

@@ -4,7 +4,7 @@ context pass (a whole small image), so both tile and blend the same way.
 
 The input planes are those :mod:`tilecolor.core.planes` names, in the checkpoint's order: ``L``
 from the region's gray levels (or its lightness), the hint's a and b from a hint field
-already upsampled to the region's pixels (:mod:`tilecolor.hints`), the mask 1 where that
+already upsampled to the region's pixels (:mod:`tilecolor.engine.hints`), the mask 1 where that
 field is given. Without a hint the hint planes and the mask are 0.
 """
 

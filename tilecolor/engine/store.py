@@ -16,7 +16,7 @@ Layout (one group per input image)::
     Ls, ab_small (h/k, w/k[, 2])       reduced L* and blended chroma (render_scale 1/k < 1)
     Lc        (H/g, W/g)               the context copy's L* in cells of g pixels, written
                                        by ingest block by block (context pass only:
-                                       :class:`tilecolor.hints.ContextPass`)
+                                       :class:`tilecolor.engine.hints.ContextPass`)
     context_ab, hint_ab (2, h', w')    the hint field every map task reads: the context
                                        pass's chroma, or a reference's (ab/110, one chunk)
     hint_done (1, 1) uint8             the hint field is written (the context pass is
@@ -57,11 +57,9 @@ from tilecolor.io.pyramid import pyramid_shapes
 from tilecolor.io.tiff import OUTPUT_TILE, chunk_aligned
 
 # Scratch data is written once and read once or twice, on the critical path: lz4 for the
-# gray input (2-3x faster than zarr's default zstd), no codec for the float32 partial sums,
-# which lz4 shrinks by 7 % at twice the cost of storing them raw (BENCHMARKS.md), nor for
-# the RGB result: lz4 shrank a photo's RGB by 1.4x only, and a 2048^2 block took 55-87
-# cpu-ms to write and 22-38 to read (chunks 256 x 1024, lz4) against 17-26 and 10-16 (256 x
-# 2048, raw; benchmarks/store_io.py). The disk estimate counts it raw.
+# gray input (faster than zarr's default zstd); no codec for the float32 partial sums nor
+# for the RGB result, which lz4 barely shrinks at several times the cost of storing them
+# raw (benchmarks/store_io.py). The disk estimate counts them raw.
 _FAST = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 
 
@@ -108,7 +106,7 @@ class WorkStore:
         the tasks that finish each output chunk also encode its TIFF tiles (levels 0 and 1;
         needs ``rgb`` output and blocks a multiple of ``2 * OUTPUT_TILE``).
         ``context_copy`` = (height, width, cells per block side) of the context copy ``Lc``
-        (:attr:`tilecolor.hints.ContextPass.copy_shape`), or None without a context pass.
+        (:attr:`tilecolor.engine.hints.ContextPass.copy_shape`), or None without a context pass.
         """
 
         if tiff_tiles and (output != "rgb" or not chunk_aligned(plan.block)):
@@ -219,9 +217,8 @@ class WorkStore:
 
     def remove(self) -> None:
         """Delete the store. Its files are unlinked by several threads first: once written
-        back to disk, each unlink waits on the file system (ext4 frees the extents), so one
-        thread took 6.2 s for a 1-gigapixel image's store, on the run's critical path.
-        4096 synced files of 400 kB: 2.59 / 2.50 s with rmtree, 1.99 / 2.27 s this way."""
+        back to disk, each unlink waits on the file system (ext4 frees the extents), and
+        the removal is on the run's critical path."""
         from concurrent.futures import ThreadPoolExecutor
 
         files = [os.path.join(d, f) for d, _, names in os.walk(self.path) for f in names]

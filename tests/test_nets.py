@@ -116,3 +116,20 @@ def test_driver_checks_a_checkpoint_without_importing_torch(tiny_checkpoint):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_hint_residual_output_is_the_hint_plus_the_correction():
+    torch.manual_seed(0)
+    plain = UNetGenerator(GeneratorSpec(width=4, depth=3, max_width=8, in_channels=4)).eval()
+    resid = UNetGenerator(GeneratorSpec(width=4, depth=3, max_width=8, in_channels=4,
+                                        hint_residual=True)).eval()
+    resid.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 4, 16, 16) * 2 - 1
+    x[:, 3] = torch.tensor([1.0, 0.0])[:, None, None]  # image 0 hinted, image 1 not
+    x[1, 1:3] = 0
+    with torch.no_grad():
+        want = plain(x)
+        want[0] = (want[0] + x[0, 1:3]).clamp(-1, 1)
+        torch.testing.assert_close(resid(x), want)
+    with pytest.raises(ConfigError, match="hint_residual needs"):
+        GeneratorSpec(in_channels=1, hint_residual=True)

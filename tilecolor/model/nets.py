@@ -24,6 +24,11 @@ class GeneratorSpec:
     ``width`` is the first level's channel count; each deeper level doubles it up to
     ``max_width``. ``depth`` is the number of stride-2 levels, so tiles must be a multiple
     of ``2**depth``. Defaults are the paper's 256-px U-Net.
+
+    ``hint_residual``: the input is the hinted planes (L, hint a, hint b, mask:
+    :data:`tilecolor.core.planes.HINTED`) and the output is the hint plus the network's
+    correction, clipped to [-1, 1]. Following a hint is then the starting point, not
+    something to learn, and without a hint (mask 0) the output is the network's alone.
     """
 
     width: int = 64
@@ -32,6 +37,7 @@ class GeneratorSpec:
     dropout: float = 0.0
     in_channels: int = 1
     out_channels: int = 2
+    hint_residual: bool = False
 
     name: ClassVar[str] = "unet"  #: the key of :data:`ARCHITECTURES` and of checkpoint.json
 
@@ -45,6 +51,10 @@ class GeneratorSpec:
         if self.in_channels < 1 or self.out_channels < 1:
             raise ConfigError(f"need in_channels, out_channels >= 1, got {self.in_channels}, "
                               f"{self.out_channels}")
+        if self.hint_residual and (self.in_channels, self.out_channels) != (4, 2):
+            raise ConfigError(f"hint_residual needs the 4 hinted input planes and 2 outputs, "
+                              f"got in_channels={self.in_channels}, "
+                              f"out_channels={self.out_channels}")
 
     @property
     def widths(self) -> list[int]:
@@ -122,6 +132,8 @@ class UNetGenerator(nn.Module):
             if j > 0:
                 h = torch.cat([h, skips[-1 - j]], dim=1)
             h = layer(h)
+        if self.spec.hint_residual:  # x: (B, 4, H, W) = L, hint a, hint b, mask
+            h = (h + x[:, 1:3] * x[:, 3:4]).clamp(-1.0, 1.0)
         return h
 
 

@@ -33,6 +33,7 @@ class TrainConfig:
     disc_width: int = 64
     val_count: int = 6  # held-out photos, evenly spaced through the sorted names
     hints: bool = True  # input planes L + hint a, b, mask (else L only)
+    hint_residual: bool = True  # with hints: the output is the hint plus a correction
     whole: float = 0.2  # share of crops that are a whole photo downscaled to the crop
     hint_drop: float = 0.4  # share of crops without a hint (the unconditional mode)
     ema: float = 0.0  # decay of an EMA of G's weights (checkpoints hold the EMA); 0: off
@@ -88,7 +89,8 @@ class TrainConfig:
     def generator_spec(self) -> GeneratorSpec:
         return GeneratorSpec(width=self.gen_width, depth=self.gen_depth,
                              max_width=self.gen_max_width, dropout=self.gen_dropout,
-                             in_channels=len(self.planes))
+                             in_channels=len(self.planes),
+                             hint_residual=self.hints and self.hint_residual)
 
     @property
     def planes(self) -> tuple[str, ...]:
@@ -134,6 +136,8 @@ HELP: dict[str, str] = {
     "disc_width": "channels of the PatchGAN discriminator's first layer",
     "val_count": "photos held out for validation, evenly spaced through the sorted names",
     "hints": "input planes L + hint a, b, mask (the context pass and --hint); else L only",
+    "hint_residual": "with --hints: the generator outputs the hint plus its correction "
+                     "(where the mask is 1), so following a hint is where it starts",
     "whole": "share of crops that are a whole photo downscaled to fit the crop",
     "hint_drop": "share of crops trained without a hint (mask 0: the unconditional mode)",
     "ema": "decay of an exponential moving average of G's weights, which the checkpoints "

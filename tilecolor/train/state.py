@@ -56,7 +56,7 @@ def load_train_state(directory: Path, generator: nn.Module, discriminator: nn.Mo
         raise CheckpointError(directory, f"cannot read the training state ({e})") from e
     saved = meta["config"]
     for key in ("gen_width", "gen_depth", "gen_max_width", "gen_dropout", "disc_width",
-                "hints", "ema"):
+                "hints", "hint_residual", "ema"):
         if saved.get(key) != getattr(config, key):
             raise ConfigError(f"cannot resume {directory}: it was trained with {key}="
                               f"{saved.get(key)}, this run asks for {getattr(config, key)}")

@@ -225,9 +225,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
 
 def default_checkpoint() -> Path:
     """The model shipped with tilecolor (inside the wheel, or models/ in a source checkout)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_models" / "default", here.parent / "models" / "default"):
+    package = Path(__file__).resolve().parents[1]  # tilecolor/, where the wheel puts _models
+    for candidate in (package / "_models" / "default", package.parent / "models" / "default"):
         if (candidate / META).is_file():
             return candidate
-    raise CheckpointError(here / "_models" / "default",
+    raise CheckpointError(package / "_models" / "default",
                           "the bundled default model is missing from this installation")

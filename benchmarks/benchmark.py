@@ -155,7 +155,7 @@ def throughput_at(args, side: int) -> None:
     import psutil
     import tifffile
 
-    from tilecolor.cluster import WORKER_MALLOC
+    from tilecolor.cluster.forkserver import WORKER_MALLOC
     from tilecolor.core.tiling import tile_origins
 
     tile = 256
@@ -452,7 +452,7 @@ def memory(args) -> None:
                 worst = max(worst, int(np.abs(za[i : i + 2048].astype(np.int16)
                                               - zb[i : i + 2048].astype(np.int16)).max()))
             diff = str(worst)
-        from tilecolor.cluster import default_workers
+        from tilecolor.cluster.workers import default_workers
 
         workers = args.workers or default_workers("cpu")
         print(f"\n### Memory: {side}x{side} ({side * side / 1e9:.2f} GP), stride {args.stride}, "

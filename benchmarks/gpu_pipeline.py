@@ -210,7 +210,7 @@ def pipeline_row(args, rep: Report, inp: Path, out: Path, side: int, workers: in
 
 
 def report_workers(args) -> int:
-    from tilecolor.cluster import default_workers
+    from tilecolor.cluster.workers import default_workers
 
     return default_workers(args.device)
 

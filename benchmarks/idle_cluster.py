@@ -40,8 +40,8 @@ def tree_cpu() -> dict[int, float]:
 def idle_cpu(housekeeping: dict[str, str], heartbeat: float,
              seconds: float) -> tuple[float, float, float]:
     """(driver, workers, wall) seconds: CPU over ``seconds`` of an idle 2-worker cluster."""
-    import tilecolor.cluster as cluster
-    from tilecolor.config import ClusterConfig
+    import tilecolor.cluster.client as cluster
+    from tilecolor.cluster.config import ClusterConfig
 
     saved, saved_heartbeat = dict(cluster.LOCAL_HOUSEKEEPING), cluster.LOCAL_HEARTBEAT
     cluster.LOCAL_HOUSEKEEPING.clear()
@@ -65,7 +65,7 @@ def idle_cpu(housekeeping: dict[str, str], heartbeat: float,
 
 
 def main() -> None:
-    from tilecolor.cluster import LOCAL_HEARTBEAT, LOCAL_HOUSEKEEPING
+    from tilecolor.cluster.client import LOCAL_HEARTBEAT, LOCAL_HOUSEKEEPING
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)

@@ -101,7 +101,7 @@ def test_example_specs_are_valid(name):
 
 def test_slurm_gpu_spec_renders_gres_and_gpu_resource():
     pytest.importorskip("dask_jobqueue")
-    from tilecolor.cluster import jobqueue_cluster
+    from tilecolor.cluster.client import jobqueue_cluster
 
     cfg = build(load_spec(PIPELINES / "slurm/gpu.toml"),
                 {"cluster.dashboard_address": "127.0.0.1:0", "cluster.host": "127.0.0.1"})
@@ -111,8 +111,8 @@ def test_slurm_gpu_spec_renders_gres_and_gpu_resource():
     assert "#SBATCH --gres=gpu:1" in script
     assert "--resources GPU=1" in script
     assert "#SBATCH -t 04:00:00" in script and "#SBATCH -p gpu" in script
-    # the workers keep freed memory like the embedded cluster's (cluster.WORKER_MALLOC)
-    from tilecolor.cluster import WORKER_MALLOC
+    # the workers keep freed memory like the embedded cluster's (forkserver.WORKER_MALLOC)
+    from tilecolor.cluster.forkserver import WORKER_MALLOC
     lines = script.splitlines()
     worker = next(i for i, line in enumerate(lines) if "--resources GPU=1" in line)
     assert all(lines.index(f"export {k}={v}") < worker for k, v in WORKER_MALLOC.items())
@@ -190,10 +190,10 @@ def test_default_workers_per_device(monkeypatch, cores, free_gib, cpu, cuda):
 
     import psutil
 
-    from tilecolor import cluster
+    from tilecolor.cluster import workers
     from tilecolor.model import predict
 
     monkeypatch.setattr(predict, "available_cores", lambda: cores)
     monkeypatch.setattr(psutil, "virtual_memory",
                         lambda: types.SimpleNamespace(available=free_gib << 30))
-    assert (cluster.default_workers("cpu"), cluster.default_workers("cuda")) == (cpu, cuda)
+    assert (workers.default_workers("cpu"), workers.default_workers("cuda")) == (cpu, cuda)

@@ -17,6 +17,7 @@ from conftest import smooth_image
 from PIL import Image
 from test_hints import affine4, whole_planes
 
+from tilecolor.batch.plan import context_copy
 from tilecolor.core.color import gray_to_lightness
 from tilecolor.core.planes import HINTED
 from tilecolor.core.resample import downsample_mean, upsample_bilinear
@@ -25,7 +26,6 @@ from tilecolor.engine.hints import CONTEXT_AB, ContextPass, context_factor
 from tilecolor.engine.settings import Settings
 from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
-from tilecolor.pipeline import context_copy
 
 
 @pytest.mark.parametrize("h,w,size,k", [(1, 1, 256, 1), (256, 100, 256, 1), (257, 3, 256, 2),

@@ -13,8 +13,8 @@ import pytest
 import tifffile
 from conftest import smooth_image
 
-from tilecolor.cluster import connect
-from tilecolor.config import ClusterConfig
+from tilecolor.cluster.client import connect
+from tilecolor.cluster.config import ClusterConfig
 from tilecolor.engine.graph import submit_image
 from tilecolor.engine.settings import Settings
 from tilecolor.engine.store import WorkStore

@@ -14,11 +14,12 @@ import pytest
 import tifffile
 from conftest import smooth_image
 
+from tilecolor.batch.plan import plan_batch
+from tilecolor.batch.run import run_jobs
 from tilecolor.engine.graph import submit_image
 from tilecolor.engine.settings import Settings
 from tilecolor.engine.store import WorkStore
 from tilecolor.io.read import probe
-from tilecolor.pipeline import plan_batch, run_jobs
 
 
 def affine(x: np.ndarray) -> np.ndarray:

@@ -108,7 +108,8 @@ def test_driver_checks_a_checkpoint_without_importing_torch(tiny_checkpoint):
     import sys
 
     code = ("import sys\n"
-            "from tilecolor import cli, cluster, pipeline\nfrom tilecolor.engine import graph\n"
+            "import tilecolor.batch.plan, tilecolor.batch.run, tilecolor.cli\n"
+            "import tilecolor.cluster.client, tilecolor.engine.graph\n"
             "from tilecolor.model.predict import make_predictor\n"
             f"p = make_predictor({str(tiny_checkpoint)!r}, validate=False)\n"
             "assert p.multiple > 1 and len(p.digest) == 64\n"

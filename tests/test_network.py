@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from conftest import free_port, smooth_image, wait_for_cluster
 
 from tilecolor.cli import main
-from tilecolor.cluster import LOCAL_HEARTBEAT, LOCAL_HOUSEKEEPING, connect
-from tilecolor.config import ClusterConfig
+from tilecolor.cluster.client import LOCAL_HEARTBEAT, LOCAL_HOUSEKEEPING, connect
+from tilecolor.cluster.config import ClusterConfig
 
 FAST = ["--tile", "64", "--stride", "32", "--block", "128", "--threads", "1"]
 

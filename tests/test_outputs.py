@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from conftest import smooth_image
 from PIL import Image
 
+from tilecolor.batch.plan import WORK_DIR, fingerprint, plan_batch
 from tilecolor.cli import main
 from tilecolor.config import RunConfig
 from tilecolor.engine.settings import Settings
@@ -24,7 +25,6 @@ from tilecolor.io.omezarr import ZARR_CHUNK
 from tilecolor.io.pyramid import StripPyramid, downsample, pyramid_shapes
 from tilecolor.io.tiff import OUTPUT_TILE
 from tilecolor.io.write import write_image
-from tilecolor.pipeline import WORK_DIR, fingerprint, plan_batch
 
 
 def rgb_image(h: int, w: int, dtype=np.uint8) -> np.ndarray:

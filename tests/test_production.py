@@ -16,7 +16,7 @@ import tifffile
 import zarr
 from conftest import smooth_image
 
-from tilecolor.cluster import require_resource
+from tilecolor.cluster.workers import require_resource
 from tilecolor.core.errors import TilecolorError
 from tilecolor.engine.graph import submit_image
 from tilecolor.engine.settings import Settings
@@ -176,7 +176,7 @@ def test_scheduled_rerun_is_fast_and_logs_without_a_terminal(tmp_path, tiny_chec
 # ------------------------------------------------------------- ingest while the cluster starts
 
 def _tiff_job(tmp_path, name="img.tif", shape=(300, 200), data=None):
-    from tilecolor.pipeline import plan_batch
+    from tilecolor.batch.plan import plan_batch
 
     src = tmp_path / "in" / name
     src.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def _tiff_job(tmp_path, name="img.tif", shape=(300, 200), data=None):
 def test_preingest_fills_the_store_like_ingest_tasks(tmp_path, client1):
     """Left to finish, the driver's ingest copies every block and marks it done, so the
     image's graph has no ingest task left; the generator tasks then read those blocks."""
-    from tilecolor.pipeline import Preingest
+    from tilecolor.batch.preingest import Preingest
 
     job, settings, gray = _tiff_job(tmp_path)
     n = job.store.blocks_done("ingest").size
@@ -208,7 +208,7 @@ def test_preingest_fills_the_store_like_ingest_tasks(tmp_path, client1):
 
 
 def test_preingest_stops_between_blocks_and_leaves_no_half_block(tmp_path):
-    from tilecolor.pipeline import Preingest
+    from tilecolor.batch.preingest import Preingest
 
     job, settings, gray = _tiff_job(tmp_path, shape=(1280, 1280))  # 400 blocks
     with Preingest([job], settings) as ahead:
@@ -228,7 +228,7 @@ def test_preingest_leaves_a_bad_file_to_its_task(tmp_path):
     """A TIFF that cannot be read just ends the driver's ingest of that image quietly (the
     ingest task meets the same error and reports it as one line); the next image is still
     ingested."""
-    from tilecolor.pipeline import Preingest
+    from tilecolor.batch.preingest import Preingest
 
     bad, settings, _ = _tiff_job(tmp_path / "a")
     raw = bad.src.read_bytes()
@@ -260,10 +260,11 @@ def _refault_count(times: int = 20) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux")
                     or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc malloc")
 def test_embedded_workers_reuse_freed_buffers_without_page_faults():
-    """The embedded cluster's workers keep freed memory (cluster.WORKER_MALLOC): a freed
+    """The embedded cluster's workers keep freed memory (forkserver.WORKER_MALLOC): a freed
     buffer is not page-faulted in afresh by the next batch, as it is with glibc's defaults."""
-    from tilecolor.cluster import WORKER_MALLOC, connect
-    from tilecolor.config import ClusterConfig
+    from tilecolor.cluster.client import connect
+    from tilecolor.cluster.config import ClusterConfig
+    from tilecolor.cluster.forkserver import WORKER_MALLOC
 
     before = {k: os.environ.get(k) for k in WORKER_MALLOC}
     default_env = {k: v for k, v in os.environ.items() if k not in WORKER_MALLOC}
@@ -287,7 +288,7 @@ def test_work_ahead_runs_at_the_lowest_priority_in_its_own_thread_only():
     forkserver's imports): its thread runs at nice 19, the rest of the driver unchanged."""
     import threading
 
-    from tilecolor.pipeline import _lowest_priority
+    from tilecolor.batch.preingest import _lowest_priority
 
     seen, release = [], threading.Event()
 

@@ -1,4 +1,4 @@
-"""Output safety and the disk estimate (tilecolor.safety), and their CLI behavior."""
+"""Output safety and the disk estimate (tilecolor.batch.safety), and their CLI behavior."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from click.testing import CliRunner
 from conftest import smooth_image
 from PIL import Image
 
-from tilecolor.cli import main
-from tilecolor.core.errors import ConfigError, OutputError
-from tilecolor.safety import (
+from tilecolor.batch.safety import (
     DiskEstimate,
     check_dest,
     check_disk,
@@ -24,6 +22,8 @@ from tilecolor.safety import (
     input_folders,
     work_name,
 )
+from tilecolor.cli import main
+from tilecolor.core.errors import ConfigError, OutputError
 
 FAST = ["--tile", "64", "--stride", "32", "--block", "128", "--dashboard-address",
         "127.0.0.1:0", "--threads", "1"]
@@ -60,7 +60,7 @@ Usage = namedtuple("Usage", "total used free")
 
 
 def test_check_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr("tilecolor.safety.shutil.disk_usage", lambda p: Usage(100, 90, 10))
+    monkeypatch.setattr("tilecolor.batch.safety.shutil.disk_usage", lambda p: Usage(100, 90, 10))
     assert check_disk(tmp_path / "not" / "yet", DiskEstimate(4, 6)) == 10
     with pytest.raises(OutputError, match="needs about 11 B .* but 10 B is free"):
         check_disk(tmp_path, DiskEstimate(5, 6))
@@ -138,8 +138,9 @@ def test_a_linked_input_from_above_the_output_does_not_stop_the_batch(photos, tm
 
 def test_cli_fails_early_when_the_disk_is_too_small(photos, tmp_path, tiny_checkpoint,
                                                     monkeypatch):
-    monkeypatch.setattr("tilecolor.safety.shutil.disk_usage", lambda p: Usage(10**6, 10**6, 1000))
-    monkeypatch.setattr("tilecolor.cluster.connect", None)  # must fail before any cluster
+    monkeypatch.setattr("tilecolor.batch.safety.shutil.disk_usage",
+                        lambda p: Usage(10**6, 10**6, 1000))
+    monkeypatch.setattr("tilecolor.cluster.client.connect", None)  # must fail before any cluster
     r = CliRunner().invoke(main, ["run", "--input", str(photos), "--output",
                                   str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint),
                                   *FAST])

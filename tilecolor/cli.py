@@ -72,7 +72,7 @@ def _quick_exit() -> None:
     finalizing torch on its way out after it sees the driver gone (stopped now)."""
     import gc
 
-    from tilecolor.cluster import stop_worker_server
+    from tilecolor.cluster.forkserver import stop_worker_server
 
     gc.freeze()
     stop_worker_server()
@@ -166,7 +166,7 @@ def run(ctx: click.Context, config_path: Path | None, verbose: int, quiet: int,
     if not cfg.input:
         raise click.UsageError("no input: give --input or `input` in the job spec")
     if cfg.cluster.kind == "local":  # the workers' imports overlap everything up to the cluster
-        from tilecolor.cluster import start_worker_server
+        from tilecolor.cluster.forkserver import start_worker_server
 
         start_worker_server()
     _setup_logging(verbose, quiet)
@@ -209,9 +209,14 @@ def _security(cfg, ca_file: Path | None, cert: Path | None, key: Path | None):
 def _run(cfg, *, progress: bool, policy=None, security=None,
          allow_output_in_input: bool = False) -> int:
     """Execute a RunConfig; returns the exit code."""
-    from tilecolor.cluster import (
+    from tilecolor.batch.plan import find_inputs, plan_batch
+    from tilecolor.batch.preingest import Preingest
+    from tilecolor.batch.report import write_report
+    from tilecolor.batch.run import run_jobs
+    from tilecolor.batch.safety import check_output_dir, input_folders
+    from tilecolor.cluster.client import connect
+    from tilecolor.cluster.workers import (
         check_generator,
-        connect,
         default_workers,
         inference_resources,
         preloaded,
@@ -226,8 +231,6 @@ def _run(cfg, *, progress: bool, policy=None, security=None,
         make_predictor,
         resolve_precision,
     )
-    from tilecolor.pipeline import Preingest, find_inputs, plan_batch, run_jobs, write_report
-    from tilecolor.safety import check_output_dir, input_folders
 
     try:
         precision = resolve_precision(cfg.device, cfg.precision)
@@ -343,8 +346,8 @@ def _check_disk(jobs, settings, out_dir: Path) -> None:
     """Print the disk estimate; OutputError (exit 1) before any work if it is not free."""
     import numpy as np
 
-    from tilecolor.pipeline import MAX_INFLIGHT
-    from tilecolor.safety import check_disk, estimate_batch, estimate_image, human
+    from tilecolor.batch.run import MAX_INFLIGHT
+    from tilecolor.batch.safety import check_disk, estimate_batch, estimate_image, human
 
     need = estimate_batch([estimate_image(j.info.height, j.info.width,
                                           np.dtype(j.info.dtype).itemsize, settings.tile,
@@ -411,7 +414,7 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     against the gray baseline, colorizing through the same tiled engine as `run`. For a
     checkpoint with hint planes it also reports the context pass off and, with --guided,
     guided mode beside the bilinear-hint baseline."""
-    from tilecolor.cluster import inference_resources
+    from tilecolor.cluster.workers import inference_resources
     from tilecolor.engine.settings import Settings
     from tilecolor.evaluate import evaluate, format_table, select_photos
     from tilecolor.model.checkpoint import default_checkpoint

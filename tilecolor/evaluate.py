@@ -300,15 +300,16 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
     """
     from PIL import Image
 
-    from tilecolor.cluster import connect
-    from tilecolor.config import ClusterConfig
+    from tilecolor.batch.plan import plan_batch
+    from tilecolor.batch.run import run_jobs
+    from tilecolor.cluster.client import connect
+    from tilecolor.cluster.config import ClusterConfig
     from tilecolor.core.color import compose_rgb, rgb_to_gray
     from tilecolor.core.errors import ConfigError, TilecolorError
     from tilecolor.core.planes import takes_hint
     from tilecolor.engine.hints import DEFAULT_CONTEXT
     from tilecolor.engine.settings import Settings
     from tilecolor.model.predict import make_predictor
-    from tilecolor.pipeline import plan_batch, run_jobs
 
     settings = settings or Settings()
     out_dir = Path(out_dir)

@@ -125,7 +125,7 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
     follows them row by row), and the images of a batch in ``rank`` order.
 
     ``defer=True`` submits no generator task yet: :meth:`ImageGraph.feed` does, a few at a
-    time (:func:`tilecolor.pipeline.run_jobs` keeps each worker's generator slot and the
+    time (:func:`tilecolor.batch.run.run_jobs` keeps each worker's generator slot and the
     next task busy). Dask hands a task that needs a resource to a worker the moment it is
     submitted, and moves it later only from a worker running more tasks than it has
     threads: submitted all at once, the blocks would be dealt out evenly, and the worker

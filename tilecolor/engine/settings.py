@@ -69,7 +69,7 @@ class Settings:
 
     def context_pass(self, height: int, width: int) -> ContextPass | None:
         """The image's context pass: for a generator that takes a hint, unless ``context``
-        is 0 (a reference image, when given, replaces it: :mod:`tilecolor.pipeline`)."""
+        is 0 (a reference image, when given, replaces it: :mod:`tilecolor.batch.plan`)."""
         if not takes_hint(self.planes) or self.context == 0:
             return None
         return ContextPass.plan(height, width, self.context, self.block)

@@ -205,7 +205,7 @@ class WorkStore:
     def set_threads(self, n: int) -> None:
         """Tell this image's running generator tasks to use ``n`` torch threads from their
         next batch on (the driver's hint once cores fell idle: see
-        :func:`tilecolor.pipeline.run_jobs`)."""
+        :func:`tilecolor.batch.run.run_jobs`)."""
         write_atomic(self.path / self.THREADS, f"{int(n)}\n")
 
     def threads(self) -> int | None:

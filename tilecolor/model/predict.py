@@ -28,6 +28,9 @@ from tilecolor.model.checkpoint import (
 )
 from tilecolor.model.hardware import cpu_has_native_bf16
 
+#: The generator's arithmetic (``--precision``): auto picks one for the device
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 _CACHE: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
 
@@ -132,10 +135,10 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
 
 def resolve_precision(device: str, precision: str = "auto") -> str:
     """The generator's arithmetic. ``auto`` is bf16 on CUDA and on a CPU with native bf16
-    (AVX512_BF16 or AMX: about twice fp32's speed there, BENCHMARKS.md), fp32 on other
+    (AVX512_BF16 or AMX, where it is faster than fp32), fp32 on other
     CPUs (where bf16 is emulated and slower). bf16 keeps fp32's range, so it cannot
     overflow where fp16 could; fp16 runs on CUDA only."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
+    if precision not in PRECISIONS:
         raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got "
                           f"precision={precision!r}")
     if precision == "auto":

@@ -16,8 +16,7 @@ import torch
 
 from tilecolor.core.color import AB_SCALE, L_SCALE, lab_to_rgb
 from tilecolor.core.errors import ConfigError, InputError
-
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+from tilecolor.io.formats import INPUT_EXTENSIONS, format_of
 
 
 def list_photos(directory: str | Path) -> list[Path]:
@@ -26,9 +25,9 @@ def list_photos(directory: str | Path) -> list[Path]:
     if not directory.is_dir():
         raise ConfigError(f"data directory {directory} does not exist")
     paths = sorted(p for p in directory.iterdir()
-                   if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+                   if p.is_file() and format_of(p.suffix) is not None)
     if not paths:
-        raise ConfigError(f"no photos ({', '.join(PHOTO_SUFFIXES)}) in {directory}")
+        raise ConfigError(f"no photos ({', '.join(INPUT_EXTENSIONS)}) in {directory}")
     return paths
 
 
@@ -55,7 +54,7 @@ class Photo:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._tiff = path.suffix.lower() in (".tif", ".tiff")
+        self._tiff = format_of(path.suffix) == "tiff"
         self._array: np.ndarray | None = None
         self._zarr = None
         self._pid = -1

@@ -6,35 +6,21 @@ failed), 2 a usage error (bad option or job spec, no images found).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
+from tilecolor.config import RunConfig
 from tilecolor.core.blending import Blend
-from tilecolor.core.errors import ConfigError, TilecolorError, one_line
+from tilecolor.core.errors import ConfigError, TilecolorError, UsageError, one_line
 from tilecolor.io.formats import FORMATS
-from tilecolor.io.validate import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("tilecolor")
 
-# CLI parameter -> job-spec key
-_SPEC_KEYS = {"input_path": "input", "output_dir": "output", "checkpoint": "checkpoint",
-              "tile": "tile", "stride": "stride", "blend": "blend", "block": "block",
-              "batch_size": "batch_size", "render_scale": "render_scale", "fmt": "format",
-              "context": "context", "hint": "hint",
-              "overwrite": "overwrite", "device": "device", "precision": "precision",
-              "report": "report", "workers": "cluster.workers",
-              "threads": "cluster.threads", "scheduler": "cluster.address",
-              "dashboard_address": "cluster.dashboard_address", "max_pixels": "max_pixels",
-              "page": "page", "allow_output_in_input": "allow_output_in_input",
-              "tls_ca_file": "cluster.tls_ca_file", "tls_cert": "cluster.tls_cert",
-              "tls_key": "cluster.tls_key"}
+_D = RunConfig()  # the defaults of `run`'s options are the run spec's
 
 
 def _setup_logging(verbose: int, quiet: int) -> None:
@@ -87,19 +73,19 @@ def _quick_exit() -> None:
               help="Output folder [default: <input>-colorized beside the input].")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="Generator checkpoint directory [default: the bundled model].")
-@click.option("--tile", default=256, show_default=True, help="Tile side in pixels.")
-@click.option("--stride", default=128, show_default=True,
+@click.option("--tile", default=_D.tile, show_default=True, help="Tile side in pixels.")
+@click.option("--stride", default=_D.stride, show_default=True,
               help="Step between tiles, 0 < stride <= tile (the paper: 32 and 256).")
-@click.option("--blend", type=click.Choice([b.value for b in Blend]), default="cosine",
+@click.option("--blend", type=click.Choice([b.value for b in Blend]), default=_D.blend,
               show_default=True, help="How overlaps are merged.")
-@click.option("--block", default=2048, show_default=True,
+@click.option("--block", default=_D.block, show_default=True,
               help="Pixels per side of a Dask block (memory per task scales with it).")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Tiles per generator call [default: 8 on CPU, 32 on CUDA].")
-@click.option("--render-scale", default=1.0, show_default=True,
+@click.option("--render-scale", default=_D.render_scale, show_default=True,
               help="Predict chroma at this scale (1/k: 0.5 costs a quarter) and upsample it "
                    "under the full-resolution L.")
-@click.option("--context", type=click.IntRange(min=0), default=256, show_default=True,
+@click.option("--context", type=click.IntRange(min=0), default=_D.context, show_default=True,
               help="Global context pass (checkpoints with hint planes): colorize a copy of "
                    "the image downscaled to at most this longer side first; its colors are "
                    "every tile's hint. 0 turns it off.")
@@ -114,24 +100,24 @@ def _quick_exit() -> None:
                    "CPU, one per two cores (at most 8, sharing the GPU) on CUDA; at most "
                    "one per 1.5 GiB of available memory].")
 @click.option("--threads", type=int, help="torch threads per worker [default: cores/workers].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="cuda: inference tasks ask for the GPU=1 resource.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=_D.device,
+              show_default=True, help="cuda: inference tasks ask for the GPU=1 resource.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              default="auto", show_default=True,
+              default=_D.precision, show_default=True,
               help="Generator arithmetic on CUDA (autocast); auto: bf16 on CUDA, fp32 on CPU "
                    "(the only one it runs).")
 @click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
-@click.option("--dashboard-address", default="127.0.0.1:8787", show_default=True,
+@click.option("--dashboard-address", default=_D.cluster.dashboard_address, show_default=True,
               help="Dashboard of the embedded LocalCluster.")
 @click.option("--report", type=click.Path(path_type=Path),
               help="Folder for the run report (JSON) and the Dask performance report (HTML, "
                    "only written when this is given: rendering it takes a second or more) "
                    "[default: JSON only, in <output>/.tilecolor/reports].")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs, recompute all.")
-@click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True,
+@click.option("--max-pixels", type=int, default=_D.max_pixels, show_default=True,
               help="Reject inputs with more pixels (PNG/JPEG also stop at Pillow's "
                    "decompression-bomb limit).")
-@click.option("--page", type=int, default=0, show_default=True,
+@click.option("--page", type=int, default=_D.page, show_default=True,
               help="Page of multi-page TIFFs to colorize.")
 @click.option("--allow-output-in-input", is_flag=True,
               help="Allow --output to be an input folder or inside one.")
@@ -146,216 +132,43 @@ def _quick_exit() -> None:
 @click.pass_context
 def run(ctx: click.Context, config_path: Path | None, verbose: int, quiet: int,
         **options) -> None:
-    """Colorize every image in INPUT into OUTPUT."""
-    from tilecolor.config import build, load_spec
+    """Colorize every image in INPUT into OUTPUT (the Python API: tilecolor.colorize)."""
+    from tilecolor.api import colorize
+    from tilecolor.config import run_spec
 
-    overrides = {}
-    for name, key in _SPEC_KEYS.items():
-        if config_path is None or ctx.get_parameter_source(name) != ParameterSource.DEFAULT:
-            value = options[name]
-            if name == "input_path":
-                value = [str(value)] if value is not None else []
-            elif isinstance(value, Path):
-                value = str(value)
-            if value is not None or config_path is None:
-                overrides[key] = value
+    given = {_OPTION.get(name, name): value for name, value in options.items()
+             if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
     try:
-        cfg = build(load_spec(config_path) if config_path else {}, overrides)
+        spec = run_spec(given.pop("input", None), given.pop("output", None),
+                        config=config_path, **given)
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
-    if not cfg.input:
-        raise click.UsageError("no input: give --input or `input` in the job spec")
-    if cfg.cluster.kind == "local":  # the workers' imports overlap everything up to the cluster
+    if spec.cluster.kind == "local":  # the workers' imports overlap everything up to the cluster
         from tilecolor.cluster.forkserver import start_worker_server
 
         start_worker_server()
     _setup_logging(verbose, quiet)
-    from tilecolor.io.validate import InputPolicy
-
     try:
-        policy = InputPolicy(max_pixels=cfg.max_pixels, page=cfg.page)
-    except ConfigError as e:
+        report = colorize(spec=spec, progress=quiet == 0,
+                          echo=lambda line: click.echo(line, err=True))
+    except UsageError as e:
         raise click.UsageError(str(e)) from e
-    tls = [Path(p) if p else None for p in (cfg.cluster.tls_ca_file, cfg.cluster.tls_cert,
-                                            cfg.cluster.tls_key)]
-    sys.exit(_run(cfg, progress=quiet == 0, policy=policy, security=_security(cfg, *tls),
-                  allow_output_in_input=cfg.allow_output_in_input))
-
-
-def _security(cfg, ca_file: Path | None, cert: Path | None, key: Path | None):
-    """A ``distributed.security.Security`` for a tls:// scheduler, or None."""
-    from distributed.security import Security
-
-    address = (cfg.cluster.address or "") if cfg.cluster.kind == "address" else ""
-    if ca_file or cert or key:
-        if not address.startswith("tls://"):
-            raise click.UsageError("--tls-ca-file/--tls-cert/--tls-key need a tls:// "
-                                   f"--scheduler address, got {address or 'none'!r}")
-        if not (ca_file and cert):
-            raise click.UsageError("TLS needs --tls-ca-file and --tls-cert (and --tls-key "
-                                   "unless the certificate file holds the key)")
-        return Security(tls_ca_file=str(ca_file), tls_client_cert=str(cert),
-                        tls_client_key=str(key) if key else None, require_encryption=True)
-    if address.startswith("tls://"):
-        security = Security()  # from the Dask config: distributed.comm.tls.*
-        if not security.tls_ca_file:
-            raise click.UsageError(f"scheduler {address} uses TLS: give --tls-ca-file and "
-                                   f"--tls-cert (or set distributed.comm.tls in the Dask "
-                                   f"config)")
-        return security
-    return None
-
-
-def _run(cfg, *, progress: bool, policy=None, security=None,
-         allow_output_in_input: bool = False) -> int:
-    """Execute a RunConfig; returns the exit code."""
-    from tilecolor.batch.plan import find_inputs, plan_batch
-    from tilecolor.batch.preingest import Preingest
-    from tilecolor.batch.report import write_report
-    from tilecolor.batch.run import run_jobs
-    from tilecolor.batch.safety import check_output_dir, input_folders
-    from tilecolor.cluster.client import connect
-    from tilecolor.cluster.workers import (
-        check_generator,
-        default_workers,
-        inference_resources,
-        preloaded,
-        quiet_expected_errors,
-        require_resource,
-    )
-    from tilecolor.engine.settings import Settings
-    from tilecolor.model.checkpoint import default_checkpoint
-    from tilecolor.model.predict import (
-        default_batch_size,
-        default_threads,
-        make_predictor,
-        resolve_precision,
-    )
-
-    try:
-        precision = resolve_precision(cfg.device, cfg.precision)
-        settings = Settings(tile=cfg.tile, stride=cfg.stride, blend=Blend(cfg.blend),
-                            block=cfg.block,
-                            batch_size=default_batch_size(cfg.device, cfg.batch_size),
-                            render_scale=cfg.render_scale, context=cfg.context,
-                            resources=inference_resources(cfg.device, cfg.cluster.kind))
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from e
-    inputs = find_inputs(list(cfg.input))
-    if not inputs:
-        raise click.UsageError(f"no TIFF, PNG or JPEG images in {', '.join(cfg.input)}")
-    first = Path(cfg.input[0])
-    base = first if first.is_dir() else first.parent
-    out_dir = Path(cfg.output) if cfg.output else base.with_name(f"{base.name}-colorized")
-    try:
-        check_output_dir(out_dir, input_folders(inputs, [Path(p) for p in cfg.input]),
-                         allow_inside=allow_output_in_input)
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from e
-    cluster = cfg.cluster
-    if cluster.kind == "local" and cluster.workers is None:
-        cluster = replace(cluster, workers=default_workers(cfg.device))
-    threads = cluster.threads or (default_threads(cluster.workers)
-                                  if cluster.kind == "local" else None)
-    t0 = time.perf_counter()
-    try:
-        # torch-free checks here; the workers load (and fully check) the model in parallel
-        predict = make_predictor(cfg.checkpoint or default_checkpoint(), device=cfg.device,
-                                 precision=precision, threads=threads, validate=False)
-        if settings.tile % predict.multiple:
-            raise click.UsageError(f"--tile must be a multiple of {predict.multiple} for this "
-                                   f"checkpoint (2**depth), got tile={settings.tile}")
-        settings = replace(settings, planes=predict.planes)
-        reference = _check_hint(cfg, predict, inputs)
-        jobs, results = plan_batch(inputs, out_dir, settings, predict.digest,
-                                   fmt=cfg.format, overwrite=cfg.overwrite, policy=policy,
-                                   precision=precision, reference=reference)
-        if jobs:
-            _check_disk(jobs, settings, out_dir)
-            if cfg.device == "cuda" and cluster.kind == "local" and not cluster.gpus:
-                cluster = replace(cluster, gpus=1)
-            report_dir = Path(cfg.report) if cfg.report else out_dir / ".tilecolor" / "reports"
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            # the driver ingests the first blocks while the embedded cluster starts
-            with (Preingest(jobs, settings, enabled=cluster.kind == "local") as ahead,
-                  connect(cluster, security=security) as client,
-                  preloaded(client, predict)):
-                quiet_expected_errors(client)  # corrupt inputs: one line, no traceback
-                click.echo(f"dashboard: {client.dashboard_link}", err=True)
-                for resource in settings.resources or {}:
-                    require_resource(client, resource, timeout=cluster.resource_timeout)
-                check_generator(client, predict, settings.resources)
-                log.debug("%d blocks ingested while the cluster started", ahead.stop())
-                report_dir.mkdir(parents=True, exist_ok=True)
-                from distributed import performance_report
-
-                html = report_dir / f"run-{stamp}.html"
-                with (performance_report(filename=str(html)) if cfg.report
-                      else contextlib.nullcontext()):
-                    # the embedded cluster's workers: one generator slot each, and the
-                    # cores they were given (CPU); other clusters get every task at once
-                    local = cluster.kind == "local"
-                    results.update(run_jobs(
-                        client, jobs, settings, predict, progress=progress,
-                        slots=cluster.workers if local else None,
-                        cores=cluster.workers * threads if local and threads
-                        and cfg.device == "cpu" else None))
-            ordered = [results[p] for p in inputs]
-            json_path = write_report(report_dir / f"run-{stamp}.json", ordered,
-                                     time.perf_counter() - t0, settings, predict.digest,
-                                     device=cfg.device, precision=precision)
-            click.echo(f"report: {json_path}", err=True)
-        else:
-            ordered = [results[p] for p in inputs]
-    except TilecolorError as e:
+    except (TilecolorError, OSError) as e:  # unreachable scheduler, port in use, disk full...
         click.echo(f"error: {e}", err=True)
-        return 1
-    except OSError as e:  # unreachable scheduler, port in use, disk full...
-        click.echo(f"error: {e}", err=True)
-        return 1
-    failed = [r for r in ordered if r.status == "failed"]
-    done = sum(r.status == "done" for r in ordered)
-    skipped = sum(r.status == "skipped" for r in ordered)
-    click.echo(f"{done} colorized, {skipped} up to date, {len(failed)} failed -> {out_dir}",
-               err=True)
-    for r in failed:
-        click.echo(f"  failed: {one_line(r.error)}", err=True)
-    return 1 if failed else 0
+        sys.exit(1)
+    if report["report"]:
+        click.echo(f"report: {report['report']}", err=True)
+    totals = report["totals"]
+    click.echo(f"{totals['done']} colorized, {totals['skipped']} up to date, "
+               f"{totals['failed']} failed -> {report['output']}", err=True)
+    for image in report["images"]:
+        if image["status"] == "failed":
+            click.echo(f"  failed: {one_line(image['error'])}", err=True)
+    sys.exit(1 if totals["failed"] else 0)
 
 
-def _check_hint(cfg, predict, inputs: list[Path]) -> Path | None:
-    """``--hint`` as a path, or None; a usage error when the checkpoint takes no hint, or
-    a single reference file is given for several inputs."""
-    from tilecolor.core.planes import takes_hint
-
-    if not cfg.hint:
-        return None
-    hint = Path(cfg.hint)
-    if not takes_hint(predict.planes):
-        raise click.UsageError(f"--hint needs a checkpoint with hint planes; "
-                               f"{predict.checkpoint} takes {list(predict.planes)}")
-    if not hint.exists():
-        raise click.UsageError(f"--hint {hint} does not exist")
-    if not hint.is_dir() and len(inputs) > 1:
-        raise click.UsageError(f"--hint {hint} is one image for {len(inputs)} inputs: give "
-                               f"a folder of references named like the inputs")
-    return hint
-
-
-def _check_disk(jobs, settings, out_dir: Path) -> None:
-    """Print the disk estimate; OutputError (exit 1) before any work if it is not free."""
-    import numpy as np
-
-    from tilecolor.batch.run import MAX_INFLIGHT
-    from tilecolor.batch.safety import check_disk, estimate_batch, estimate_image, human
-
-    need = estimate_batch([estimate_image(j.info.height, j.info.width,
-                                          np.dtype(j.info.dtype).itemsize, settings.tile,
-                                          settings.stride, settings.block, j.fmt)
-                           for j in jobs], inflight=MAX_INFLIGHT)
-    free = check_disk(out_dir, need)
-    click.echo(f"disk: about {human(need.total)} needed (working stores {human(need.work)}, "
-               f"outputs {human(need.output)}); {human(free)} free", err=True)
+#: `run`'s parameter names that differ from the API's option names
+_OPTION = {"input_path": "input", "output_dir": "output", "fmt": "format"}
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

@@ -142,3 +142,46 @@ def build(spec: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
     if overrides.get("cluster.address") or (cluster.get("address") and "kind" not in cluster):
         cluster["kind"] = "address"
     return replace(RunConfig(**merged), cluster=ClusterConfig(**cluster))
+
+
+#: ``run`` options that set a ``[cluster]`` key: option -> key
+CLUSTER_OPTIONS = {"workers": "workers", "threads": "threads", "scheduler": "address",
+                   "dashboard_address": "dashboard_address", "tls_ca_file": "tls_ca_file",
+                   "tls_cert": "tls_cert", "tls_key": "tls_key"}
+
+
+def run_spec(input: str | Path | list[str | Path] | None = None,  # noqa: A002 - `--input`
+             output: str | Path | None = None, *, config: str | Path | None = None,
+             cluster: ClusterConfig | dict[str, Any] | None = None,
+             **options: Any) -> RunConfig:
+    """The RunConfig of ``tilecolor run``'s options (``stride=32``, ``workers=2``,
+    ``scheduler=...``), on top of a TOML job spec ``config`` when given; ``cluster`` is a
+    ClusterConfig or a ``[cluster]`` table. ConfigError names an unknown option or a bad
+    value."""
+    known = {f.name for f in fields(RunConfig)} - {"input", "output", "cluster"}
+    overrides: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in CLUSTER_OPTIONS:
+            overrides[f"cluster.{CLUSTER_OPTIONS[key]}"] = _plain(value)
+        elif key in known:
+            overrides[key] = _plain(value)
+        else:
+            raise ConfigError(f"unknown option {key!r} (known: "
+                              f"{', '.join(sorted(known | set(CLUSTER_OPTIONS)))})")
+    if isinstance(cluster, ClusterConfig):
+        cluster = {f.name: getattr(cluster, f.name) for f in fields(ClusterConfig)}
+    for key, value in (cluster or {}).items():
+        overrides.setdefault(f"cluster.{key}", value)
+    if input is not None:
+        items = input if isinstance(input, (list, tuple)) else [input]
+        overrides["input"] = [str(p) for p in items]
+    if output is not None:
+        overrides["output"] = str(output)
+    return build(load_spec(config) if config else {}, overrides)
+
+
+def _plain(value: Any) -> Any:
+    """Paths as strings, enums as their values: what a TOML job spec holds."""
+    if isinstance(value, Path):
+        return str(value)
+    return getattr(value, "value", value)

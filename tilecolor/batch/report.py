@@ -41,19 +41,20 @@ class ImageResult:
         return {**asdict(self), "megapixels_per_second": round(self.megapixels_per_second, 4)}
 
 
-def write_report(path: Path, results: list[ImageResult], seconds: float,
-                 settings: Settings, model_digest: str, *, device: str = "cpu",
-                 precision: str = "fp32") -> Path:
-    """The JSON run report: one entry per image plus totals."""
+def run_report(results: list[ImageResult], seconds: float, settings: Settings,
+               model_digest: str, *, device: str = "cpu", precision: str = "fp32",
+               output: Path | None = None) -> dict:
+    """The run report: the settings, one entry per image, totals, the output folder, and
+    ``report`` (where it is written: None until then)."""
     done = [r for r in results if r.status == "done"]
     pixels = sum(r.height * r.width for r in done)
-    report = {
+    return {
         "settings": {"tile": settings.tile, "stride": settings.stride,
                      "render_scale": settings.render_scale,
                      "context": settings.context if takes_hint(settings.planes) else 0,
                      "blend": str(settings.blend), "block": settings.block,
-                     "batch_size": settings.batch_size, "device": device,
-                     "precision": precision},
+                     "batch_size": settings.batch_size, "device": str(device),
+                     "precision": str(precision)},
         "model_sha256": model_digest,
         "images": [r.to_dict() for r in results],
         "totals": {"images": len(results), "done": len(done),
@@ -62,6 +63,12 @@ def write_report(path: Path, results: list[ImageResult], seconds: float,
                    "megapixels": round(pixels / 1e6, 3), "seconds": round(seconds, 3),
                    "megapixels_per_second": round(pixels / 1e6 / seconds, 4) if seconds else 0,
                    "tiles": sum(r.tiles for r in done)},
+        "output": None if output is None else str(output),
+        "report": None,
     }
+
+
+def write_report(path: Path, report: dict) -> Path:
+    """Write the JSON run report (atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, json.dumps(report, indent=2) + "\n")

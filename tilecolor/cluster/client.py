@@ -132,3 +132,28 @@ def connect(cfg: ClusterConfig, *, security=None) -> Iterator:
                        silence_logs=logging.ERROR) as cluster,
           Client(cluster) as client):
         yield client
+
+
+def security_for(cfg: ClusterConfig):
+    """A ``distributed.security.Security`` for a tls:// scheduler, or None; ConfigError
+    when TLS files are given without a tls:// address or one without the other."""
+    from distributed.security import Security
+
+    address = (cfg.address or "") if cfg.kind == "address" else ""
+    ca_file, cert, key = cfg.tls_ca_file, cfg.tls_cert, cfg.tls_key
+    if ca_file or cert or key:
+        if not address.startswith("tls://"):
+            raise ConfigError("--tls-ca-file/--tls-cert/--tls-key need a tls:// "
+                              f"--scheduler address, got {address or 'none'!r}")
+        if not (ca_file and cert):
+            raise ConfigError("TLS needs --tls-ca-file and --tls-cert (and --tls-key "
+                              "unless the certificate file holds the key)")
+        return Security(tls_ca_file=str(ca_file), tls_client_cert=str(cert),
+                        tls_client_key=str(key) if key else None, require_encryption=True)
+    if address.startswith("tls://"):
+        security = Security()  # from the Dask config: distributed.comm.tls.*
+        if not security.tls_ca_file:
+            raise ConfigError(f"scheduler {address} uses TLS: give --tls-ca-file and "
+                              f"--tls-cert (or set distributed.comm.tls in the Dask config)")
+        return security
+    return None

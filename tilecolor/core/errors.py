@@ -54,5 +54,10 @@ class ConfigError(TilecolorError):
     """Bad settings: a value out of range, an unknown key, an impossible combination."""
 
 
+class UsageError(ConfigError):
+    """Options that cannot run: a bad value, no inputs, options that do not fit the inputs
+    or the checkpoint. Raised before any work; the CLI's exit code 2."""
+
+
 class OutputError(TilecolorError):
     """An output cannot be written where or how it was asked."""

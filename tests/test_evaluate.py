@@ -1,4 +1,4 @@
-"""tilecolor.evaluate: the metrics as pure functions, and one `tilecolor eval` end to end."""
+"""tilecolor.metrics as pure functions, and `tilecolor eval` (tilecolor.evaluate) end to end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from PIL import Image
 
 from tilecolor.cli import main
 from tilecolor.core.color import compose_rgb, rgb_to_gray
-from tilecolor.evaluate import (
+from tilecolor.evaluate import select_photos
+from tilecolor.metrics import (
     ab_rmse,
     chroma_rms,
     ciede2000,
@@ -20,7 +21,6 @@ from tilecolor.evaluate import (
     compare,
     mean_metrics,
     psnr,
-    select_photos,
     ssim,
     to_lab,
 )

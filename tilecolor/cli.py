@@ -193,20 +193,21 @@ def train(ctx: click.Context) -> None:
               help="Size of the validation split, as given to training.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("tilecolor-eval"),
               show_default=True, help="Folder for eval.json and sheet.png.")
-@click.option("--tile", default=256, show_default=True, help="Tile side in pixels.")
-@click.option("--stride", default=128, show_default=True, help="Step between tiles.")
-@click.option("--blend", type=click.Choice([b.value for b in Blend]), default="cosine",
+@click.option("--tile", default=_D.tile, show_default=True, help="Tile side in pixels.")
+@click.option("--stride", default=_D.stride, show_default=True, help="Step between tiles.")
+@click.option("--blend", type=click.Choice([b.value for b in Blend]), default=_D.blend,
               show_default=True, help="How overlaps are merged.")
-@click.option("--block", default=2048, show_default=True, help="Pixels per side of a block.")
+@click.option("--block", default=_D.block, show_default=True, help="Pixels per side of a block.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Tiles per generator call [default: 8 on CPU, 32 on CUDA].")
 @click.option("--threads", type=int, help="torch threads of the worker [default: all cores].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--context", type=click.IntRange(min=0), default=256, show_default=True,
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=_D.device,
+              show_default=True)
+@click.option("--context", type=click.IntRange(min=0), default=_D.context, show_default=True,
               help="Longer side of the global context pass (checkpoints with hint planes); "
                    "0 turns it off.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              default="auto", show_default=True,
+              default=_D.precision, show_default=True,
               help="Generator arithmetic, as for `run` (auto: bf16 on CUDA and on CPUs with "
                    "native bf16).")
 @click.option("--max-side", type=click.IntRange(min=16),
@@ -227,25 +228,17 @@ def evaluate_command(checkpoint: Path | None, data_dir: Path, split: str, val_co
     against the gray baseline, colorizing through the same tiled engine as `run`. For a
     checkpoint with hint planes it also reports the context pass off and, with --guided,
     guided mode beside the bilinear-hint baseline."""
-    from tilecolor.cluster.workers import inference_resources
-    from tilecolor.engine.settings import Settings
     from tilecolor.evaluate import evaluate, format_table, select_photos
-    from tilecolor.model.checkpoint import default_checkpoint
-    from tilecolor.model.predict import default_batch_size, default_threads
+    from tilecolor.model.predict import default_threads
 
     _setup_logging(verbose, quiet)
     try:
-        settings = Settings(tile=tile, stride=stride, blend=Blend(blend), block=block,
-                            batch_size=default_batch_size(device, batch_size),
-                            context=context, resources=inference_resources(device, "local"))
         photos = select_photos(data_dir, split, val_count)
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from e
-    try:
-        result = evaluate(photos, checkpoint or default_checkpoint(), out_dir,
-                          settings=settings, threads=threads or default_threads(1),
-                          device=device, precision=precision, max_side=max_side,
-                          guided=guided, progress=quiet == 0, save_images=save_images)
+        result = evaluate(photos, checkpoint, out_dir, guided=guided, max_side=max_side,
+                          progress=quiet == 0, save_images=save_images, tile=tile,
+                          stride=stride, blend=blend, block=block, batch_size=batch_size,
+                          threads=threads or default_threads(1), device=device,
+                          context=context, precision=precision)
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
     except (TilecolorError, OSError) as e:

@@ -1,18 +1,12 @@
 """Evaluate a checkpoint on color photos: gray in, colorized through the tiled engine, compared.
 
 Each truth photo (uint8 RGB) is turned into the gray image with the same L*
-(:func:`tilecolor.core.color.rgb_to_gray`), written as a PNG and colorized by the same path as
-``tilecolor run`` (plan_batch + run_jobs on a LocalCluster), so the numbers include tiling
-and blending. The output is compared with the truth, and so is the gray baseline (the gray
-with a* = b* = 0), which any useful model must beat.
+(:func:`tilecolor.core.color.rgb_to_gray`), written as a PNG and colorized by the same path
+as ``tilecolor run`` (:func:`tilecolor.colorize`, on one LocalCluster for every row), so the
+numbers include tiling and blending. The output is compared with the truth, and so is the
+gray baseline (the gray with a* = b* = 0), which any useful model must beat.
 
-Metrics (pure functions, uint8 RGB in):
-
-- ``psnr``, ``ssim``: on RGB, data range 255 (scikit-image). PSNR of identical images is inf.
-- ``ciede2000``: mean CIEDE2000 color difference of the Lab images (scikit-image's rgb2lab).
-- ``ab_rmse``: sqrt(mean(da*^2 + db*^2)), Lab units; for the gray baseline it is the truth's
-  chroma RMS.
-- ``colorfulness``: Hasler & Suesstrunk (2003), on 0-255 RGB; 0 for a gray image.
+Metrics: :mod:`tilecolor.metrics`.
 """
 
 from __future__ import annotations
@@ -20,125 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tilecolor.io.atomic import write_atomic
+from tilecolor.metrics import chroma_rms, colorfulness, compare, mean_metrics, ratio, to_lab
+
 log = logging.getLogger("tilecolor")
 
-METRICS = ("psnr", "ssim", "ciede2000", "ab_rmse", "colorfulness", "colorfulness_ratio")
 THUMB_HEIGHT = 384
-
-
-# ---------------------------------------------------------------- metrics (pure functions)
-
-def _check_pair(pred: np.ndarray, truth: np.ndarray) -> None:
-    if pred.shape != truth.shape or pred.ndim != 3 or pred.shape[-1] != 3:
-        raise ValueError(f"need two RGB images of the same shape, got {pred.shape} and "
-                         f"{truth.shape}")
-
-
-def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
-    """PSNR in dB of uint8 RGB images (data range 255); ``inf`` when they are identical."""
-    _check_pair(pred, truth)
-    err = np.mean((pred.astype(np.float64) - truth.astype(np.float64)) ** 2)
-    if err == 0:
-        return math.inf
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(truth, pred, data_range=255))
-
-
-def ssim(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean SSIM of uint8 RGB images over the three channels (data range 255)."""
-    _check_pair(pred, truth)
-    from skimage.metrics import structural_similarity
-
-    if min(pred.shape[:2]) < 7:  # skimage's 7x7 window needs at least that much image
-        raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {pred.shape[:2]}")
-    return float(structural_similarity(truth, pred, data_range=255, channel_axis=-1))
-
-
-def to_lab(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> CIE Lab float64 (scikit-image, D65)."""
-    from skimage.color import rgb2lab
-
-    return rgb2lab(np.asarray(rgb))
-
-
-def ciede2000(pred_lab: np.ndarray, truth_lab: np.ndarray, *, rows: int = 512) -> float:
-    """Mean CIEDE2000 difference of two Lab images, computed ``rows`` rows at a time (the
-    formula's temporaries are many full-size float64 arrays)."""
-    from skimage.color import deltaE_ciede2000
-
-    if pred_lab.shape != truth_lab.shape:
-        raise ValueError(f"shapes differ: {pred_lab.shape} and {truth_lab.shape}")
-    total = 0.0
-    for y in range(0, pred_lab.shape[0], rows):
-        total += float(deltaE_ciede2000(truth_lab[y:y + rows], pred_lab[y:y + rows],
-                                        channel_axis=-1).sum())
-    return total / (pred_lab.shape[0] * pred_lab.shape[1])
-
-
-def ab_rmse(pred_lab: np.ndarray, truth_lab: np.ndarray) -> float:
-    """RMS of the per-pixel (a*, b*) error vector length, in Lab units."""
-    if pred_lab.shape != truth_lab.shape:
-        raise ValueError(f"shapes differ: {pred_lab.shape} and {truth_lab.shape}")
-    d = pred_lab[..., 1:].astype(np.float64) - truth_lab[..., 1:].astype(np.float64)
-    return float(np.sqrt(np.mean(np.sum(d * d, axis=-1))))
-
-
-def chroma_rms(lab: np.ndarray) -> float:
-    """sqrt(mean(a*^2 + b*^2)): the ab RMSE of a gray prediction against ``lab``."""
-    ab = lab[..., 1:].astype(np.float64)
-    return float(np.sqrt(np.mean(np.sum(ab * ab, axis=-1))))
-
-
-def colorfulness(rgb: np.ndarray) -> float:
-    """Hasler & Suesstrunk (2003) colorfulness of an RGB image in 0-255 units:
-    sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2), rg = R - G,
-    yb = (R + G) / 2 - B. Float input is taken in [0, 1]."""
-    rgb = np.asarray(rgb)
-    x = rgb[..., :3].astype(np.float64)
-    if rgb.dtype.kind == "f":
-        x = x * 255.0
-    elif rgb.dtype != np.uint8:
-        x = x * (255.0 / np.iinfo(rgb.dtype).max)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    rg = r - g
-    yb = 0.5 * (r + g) - b
-    return float(math.sqrt(rg.std() ** 2 + yb.std() ** 2)
-                 + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b > 0 else None
-
-
-def compare(pred: np.ndarray, truth: np.ndarray, truth_lab: np.ndarray | None = None,
-            truth_colorfulness: float | None = None) -> dict[str, float | None]:
-    """Every metric of ``pred`` against ``truth`` (uint8 RGB of the same shape)."""
-    _check_pair(pred, truth)
-    truth_lab = to_lab(truth) if truth_lab is None else truth_lab
-    tc = colorfulness(truth) if truth_colorfulness is None else truth_colorfulness
-    pred_lab = to_lab(pred)
-    c = colorfulness(pred)
-    return {"psnr": psnr(pred, truth), "ssim": ssim(pred, truth),
-            "ciede2000": ciede2000(pred_lab, truth_lab), "ab_rmse": ab_rmse(pred_lab, truth_lab),
-            "colorfulness": c, "colorfulness_ratio": _ratio(c, tc)}
-
-
-def mean_metrics(rows: list[dict[str, float | None]]) -> dict[str, float | None]:
-    """Per-metric mean over images (PSNR: inf if any image is inf)."""
-    out: dict[str, float | None] = {}
-    for key in rows[0] if rows else ():
-        values = [r[key] for r in rows if r.get(key) is not None]
-        out[key] = float(np.mean(values)) if values else None
-    return out
 
 
 # ---------------------------------------------------------------- images
@@ -284,45 +172,46 @@ def bilinear_hint(gray: np.ndarray, reference: Path, context: int) -> np.ndarray
     return compose_rgb(gray, np.moveaxis(up, 0, -1), np.uint8)
 
 
-def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
-             settings=None, threads: int | None = None, device: str = "cpu",
-             precision: str = "auto", max_side: int | None = None, guided: int = 0,
-             progress: bool = True, save_images: bool = False,
-             sheet_height: int = THUMB_HEIGHT) -> EvalResult:
-    """Colorize the gray versions of ``photos`` with the tiled engine and measure them.
+def evaluate(photos: list[Path], checkpoint: str | Path | None = None,
+             out_dir: str | Path = "tilecolor-eval", *, guided: int = 0,
+             max_side: int | None = None, progress: bool = True, save_images: bool = False,
+             sheet_height: int = THUMB_HEIGHT, **options) -> EvalResult:
+    """Colorize the gray versions of ``photos`` with :func:`tilecolor.colorize` and measure them.
 
-    Rows (:data:`ROWS`): the model as configured; for a checkpoint with hint planes also
-    the model without its context pass (when ``settings.context`` > 0) and, with
-    ``guided`` = D > 0, the model guided by the truth downscaled D times beside the
-    bilinear-hint baseline; always the gray baseline. Writes ``<out_dir>/eval.json`` and
-    ``<out_dir>/sheet.png`` (gray | model | truth; with ``save_images``, the colorized
-    PNGs under ``<out_dir>/images``). Raises TilecolorError if an image fails.
+    ``options`` are ``tilecolor run``'s (tile, stride, blend, block, batch_size, context,
+    device, precision, threads), with its defaults. Rows (:data:`ROWS`): the model as
+    configured; for a checkpoint with hint planes also the model without its context pass
+    (when ``context`` > 0) and, with ``guided`` = D > 0, the model guided by the truth
+    downscaled D times beside the bilinear-hint baseline; always the gray baseline. Writes
+    ``<out_dir>/eval.json`` and ``<out_dir>/sheet.png`` (gray | model | truth; with
+    ``save_images``, the colorized PNGs under ``<out_dir>/images``). Raises TilecolorError
+    if an image fails, ConfigError for a bad option.
     """
     from PIL import Image
 
-    from tilecolor.batch.plan import plan_batch
-    from tilecolor.batch.run import run_jobs
     from tilecolor.cluster.client import connect
     from tilecolor.cluster.config import ClusterConfig
+    from tilecolor.config import run_spec
     from tilecolor.core.color import compose_rgb, rgb_to_gray
     from tilecolor.core.errors import ConfigError, TilecolorError
     from tilecolor.core.planes import takes_hint
     from tilecolor.engine.hints import DEFAULT_CONTEXT
-    from tilecolor.engine.settings import Settings
+    from tilecolor.model.checkpoint import default_checkpoint
     from tilecolor.model.predict import make_predictor
 
-    settings = settings or Settings()
+    checkpoint = Path(checkpoint or default_checkpoint())
+    spec = run_spec(checkpoint=checkpoint, **options)  # checked once, before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predict = make_predictor(checkpoint, device=device, precision=precision, threads=threads)
-    settings = replace(settings, planes=predict.planes)
-    hinted = takes_hint(predict.planes)
+    planes = make_predictor(checkpoint, device=spec.device, precision=spec.precision,
+                            validate=False).planes
+    hinted = takes_hint(planes)
     if guided and not hinted:
         raise ConfigError(f"--guided needs a checkpoint with hint planes; {checkpoint} takes "
-                          f"{list(predict.planes)}")
-    runs: dict[str, tuple] = {"model": (settings, None)}
-    if hinted and settings.context:
-        runs["no_context"] = (replace(settings, context=0), None)
+                          f"{list(planes)}")
+    runs: dict[str, dict] = {"model": {}}
+    if hinted and spec.context:
+        runs["no_context"] = {"context": 0}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tilecolor-eval-") as tmp:
         in_dir, ref_dir = Path(tmp) / "gray", Path(tmp) / "references"
@@ -330,26 +219,21 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
         truths, names = _write_inputs(photos, in_dir, max_side, max(guided, 1))
         if guided:
             _write_references(truths, ref_dir, guided)
-            runs["guided"] = (settings, ref_dir)
+            runs["guided"] = {"hint": ref_dir}
         outputs: dict[str, dict[Path, np.ndarray]] = {}
+        reports: dict[str, dict] = {}
         t_color = time.perf_counter()
-        cluster = ClusterConfig(kind="local", workers=1, threads=threads,
+        cluster = ClusterConfig(kind="local", workers=1, threads=spec.cluster.threads,
                                 dashboard_address="127.0.0.1:0", host="127.0.0.1",
-                                gpus=1 if device == "cuda" else 0)
+                                gpus=1 if spec.device == "cuda" else 0)
         with connect(cluster) as client:
-            for row, (run_settings, reference) in runs.items():
-                jobs, results = plan_batch(list(truths), Path(tmp) / row, run_settings,
-                                           predict.digest, fmt="png", overwrite=True,
-                                           precision=predict.precision, reference=reference)
-                if jobs:
-                    results.update(run_jobs(client, jobs, run_settings, predict,
-                                            progress=progress))
-                failed = [r for r in results.values() if r.status != "done"]
-                if failed:
-                    raise TilecolorError("; ".join(f"{r.input}: {r.error}" for r in failed))
+            for row, changes in runs.items():
+                reports[row] = report = _colorize(list(truths), Path(tmp) / row, client,
+                                                  progress, {**options, **changes},
+                                                  checkpoint)
                 outputs[row] = {}
-                for src, r in results.items():
-                    with Image.open(r.output) as im:
+                for src, image in zip(truths, report["images"], strict=True):
+                    with Image.open(image["output"]) as im:
                         outputs[row][src] = np.asarray(im.convert("RGB"))
         color_seconds = time.perf_counter() - t_color
         if save_images:
@@ -360,7 +244,7 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
             preds = {row: outputs[row][src] for row in runs}
             if guided:
                 preds["bilinear"] = bilinear_hint(gray, ref_dir / src.name,
-                                                  settings.context or DEFAULT_CONTEXT)
+                                                  spec.context or DEFAULT_CONTEXT)
             for row, pred in preds.items():
                 if pred.shape != truth.shape:
                     raise TilecolorError(f"{src.name}: {row} output shape {pred.shape} != "
@@ -386,25 +270,38 @@ def evaluate(photos: list[Path], checkpoint: str | Path, out_dir: str | Path, *,
     mean = {row: mean_metrics([e[row] for e in images]) for row in rows}
     mean["truth"] = mean_metrics([e["truth"] for e in images])
     for row in rows:  # ratio of the means (the per-image mean is above)
-        mean[row]["colorfulness_ratio_of_means"] = _ratio(mean[row]["colorfulness"],
-                                                          mean["truth"]["colorfulness"])
-    meta = {"checkpoint": str(Path(checkpoint).resolve()), "model_sha256": predict.digest,
+        mean[row]["colorfulness_ratio_of_means"] = ratio(mean[row]["colorfulness"],
+                                                         mean["truth"]["colorfulness"])
+    run = reports["model"]
+    meta = {"checkpoint": str(checkpoint.resolve()), "model_sha256": run["model_sha256"],
             "rows": {row: ROWS.get(row, "the gray image (a* = b* = 0)") for row in rows},
-            "settings": {"tile": settings.tile, "stride": settings.stride,
-                         "blend": str(settings.blend.value), "block": settings.block,
-                         "batch_size": settings.batch_size, "device": device,
-                         "precision": predict.precision,
-                         "context": settings.context if hinted else 0, "guided": guided,
-                         "threads": threads, "max_side": max_side},
+            "settings": {**{k: run["settings"][k] for k in ("tile", "stride", "blend",
+                                                             "block", "batch_size", "device",
+                                                             "precision", "context")},
+                         "guided": guided, "threads": spec.cluster.threads,
+                         "max_side": max_side},
             "seconds": {"colorize": round(color_seconds, 3),
                         "total": round(time.perf_counter() - t_start, 3)}}
     result = EvalResult(images, mean, meta)
-    tmp_json = out_dir / "eval.json.tmp"
-    tmp_json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    os.replace(tmp_json, out_dir / "eval.json")
+    write_atomic(out_dir / "eval.json", json.dumps(result.to_dict(), indent=2) + "\n")
     if sheet_rows:
         contact_sheet(sheet_rows, sheet_height).save(out_dir / "sheet.png", optimize=True)
     return result
+
+
+def _colorize(inputs: list[Path], out: Path, client, progress: bool, options: dict,
+              checkpoint: Path) -> dict:
+    """One row's outputs: ``inputs`` colorized as PNGs into ``out`` on ``client``; the run
+    report. TilecolorError names every image that failed."""
+    from tilecolor.api import colorize
+    from tilecolor.core.errors import TilecolorError
+
+    report = colorize(inputs, out, checkpoint=checkpoint, format="png", overwrite=True,
+                      client=client, progress=progress, **options)
+    failed = [i for i in report["images"] if i["status"] != "done"]
+    if failed:
+        raise TilecolorError("; ".join(f"{i['input']}: {i['error']}" for i in failed))
+    return report
 
 
 def format_table(result: EvalResult) -> str:

@@ -24,7 +24,7 @@ from tilecolor.core.errors import OutputError, TilecolorError, one_line
 from tilecolor.core.planes import takes_hint
 from tilecolor.engine.hints import DEFAULT_CONTEXT, ContextPass, find_reference, plan_reference
 from tilecolor.engine.settings import Hint, Settings
-from tilecolor.engine.store import LAYOUT, WorkStore
+from tilecolor.engine.store import LAYOUT, Modes, WorkStore
 from tilecolor.io.formats import check_output_size, output_path
 from tilecolor.io.read import ImageInfo, probe
 from tilecolor.io.tiff import tiff_tiles
@@ -128,7 +128,9 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
             raise OutputError(f"{src}: {dest} exists and was not written by tilecolor; "
                               f"use --overwrite to replace it")
     plan = settings.plan(info.height, info.width)
-    store = WorkStore(work / f"{work_name(src)}.zarr")
+    render = settings.render_plan(info.height, info.width)
+    encode = tiff_tiles(out_fmt, settings.block)
+    store = WorkStore(work / f"{work_name(src)}.zarr", Modes.of(plan, render, "rgb", encode))
     attrs = {"fingerprint": fp, "block": settings.block, "source": str(src), "layout": LAYOUT}
     resumable = (not overwrite and store.exists()
                  and {k: store.attrs.get(k) for k in attrs} == attrs)
@@ -138,8 +140,7 @@ def _plan_one(src: Path, out_dir: Path, settings: Settings, model_digest: str,
     else:
         work.mkdir(parents=True, exist_ok=True)
         store = WorkStore.create(store.path, plan, info.dtype, attrs=attrs,
-                                 render=settings.render_plan(info.height, info.width),
-                                 tiff_tiles=tiff_tiles(out_fmt, settings.block),
+                                 render=render, tiff_tiles=encode,
                                  context_copy=context_copy(hint, settings.block))
     return Job(src, info, dest, out_fmt, store, manifest, fp, plan.n_tiles, hint)
 

@@ -20,17 +20,17 @@ from tilecolor.core.tiling import (
     interior,
     self_contained,
 )
-from tilecolor.engine.store import WorkStore
+from tilecolor.engine.store import Modes, Output, WorkStore
 from tilecolor.engine.tiles import weight_sum as _weight_sum
 from tilecolor.io.pyramid import downsample
 from tilecolor.io.tiff import encode_tiles, save_chunk_tiles
 
 
-def finished_by_map(attrs: dict, plan: Plan, r: int, c: int) -> bool:
+def finished_by_map(modes: Modes, plan: Plan, r: int, c: int) -> bool:
     """Whether chunk (r, c) is finished and encoded by its block's map task: a TIFF encoded
-    chunk by chunk (``attrs`` of the store), chroma at full scale, and no other block
+    chunk by chunk (the store's ``modes``), chroma at full scale, and no other block
     reaching the chunk. Its RGB never goes through the store, and it has no blend task."""
-    return (bool(attrs.get("tiff_tiles")) and int(attrs.get("render_factor", 1)) == 1
+    return (modes.tiff_tiles and modes.factor == 1
             and self_contained(plan.rows, r) and self_contained(plan.cols, c))
 
 
@@ -48,10 +48,10 @@ def _finish(sums: np.ndarray, plan: Plan, blend: Blend, ys: slice, xs: slice) ->
 def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *deps) -> int:
     """Finish output chunk (r, c) outside its interior: add the partial sums of the blocks
     that reach it, divide, compose. Returns the number of pixels finished."""
-    attrs = store.attrs
+    modes = store.modes
     by, bx = plan.rows[r], plan.cols[c]
     iy, ix = interior(plan.rows, r), interior(plan.cols, c)
-    fy, fx = store.footprint(attrs)
+    fy, fx = modes.footprint
     pixels = 0
     # the rows above the interior (full width), then the columns left of it: bands of
     # the blocks that reach them, stored by _write_bands in partial_rows and partial_cols
@@ -66,15 +66,15 @@ def reduce_chunk(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, *de
                 ab[:, cy.dst, cx.dst] += partial[
                     :, cy.block * fy + cy.src.start : cy.block * fy + cy.src.stop,
                     cx.block * fx + cx.src.start : cx.block * fx + cx.src.stop]
-        put_blended(store, attrs, plan, blend, (ys, xs), ab)
+        put_blended(store, plan, blend, (ys, xs), ab)
         pixels += ab.shape[1] * ab.shape[2]
-    if attrs.get("tiff_tiles") and int(attrs.get("render_factor", 1)) == 1:
-        encode_chunk(store, attrs, plan, r, c)  # the chunk is final now
+    if modes.tiff_tiles and modes.factor == 1:
+        encode_chunk(store, plan, r, c)  # the chunk is final now
     store.mark_done("reduce", r, c)
     return pixels
 
 
-def encode_chunk(store: WorkStore, attrs: dict, plan: Plan, r: int, c: int,
+def encode_chunk(store: WorkStore, plan: Plan, r: int, c: int,
                   rgb: np.ndarray | None = None) -> None:
     """Encode finished output chunk (r, c) (its pixels ``rgb``, read from the store when not
     given) as the TIFF's tiles of levels 0 and 1, and store its level-1 pixels, for the
@@ -84,7 +84,7 @@ def encode_chunk(store: WorkStore, attrs: dict, plan: Plan, r: int, c: int,
     if rgb is None:
         rgb = store.array("rgb")[by.start : by.stop, bx.start : bx.stop]
     levels = [encode_tiles(rgb)]
-    if attrs.get("level1"):
+    if store.modes.level1:
         small = downsample(rgb)
         y0, x0 = by.start // 2, bx.start // 2
         store.array("rgb1", "r+")[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
@@ -92,7 +92,7 @@ def encode_chunk(store: WorkStore, attrs: dict, plan: Plan, r: int, c: int,
     save_chunk_tiles(store.path / "tiles" / f"{r}.{c}.bin", levels)
 
 
-def put_blended(store: WorkStore, attrs: dict, plan: Plan, blend: Blend,
+def put_blended(store: WorkStore, plan: Plan, blend: Blend,
                  region: tuple[slice, slice], sums: np.ndarray, gray: np.ndarray | None = None,
                  keep: bool = True) -> np.ndarray | None:
     """Finish the blended sums (2, h, w) of ``region`` on the generator's grid and store
@@ -102,8 +102,8 @@ def put_blended(store: WorkStore, attrs: dict, plan: Plan, blend: Blend,
     :func:`tilecolor.core.color.compose_planes`). Returns the RGB pixels (None otherwise);
     ``keep=False`` leaves them out of the store (the caller encodes them)."""
     ys, xs = region
-    reduced = int(attrs.get("render_factor", 1)) > 1
-    if reduced or attrs["output"] == "ab":
+    reduced = store.modes.factor > 1
+    if reduced or store.modes.output == Output.AB:
         store.array("ab_small" if reduced else "ab", "r+")[region] = \
             _finish(sums, plan, blend, ys, xs)
         return None
@@ -118,12 +118,12 @@ def put_blended(store: WorkStore, attrs: dict, plan: Plan, blend: Blend,
     return rgb
 
 
-def _put_chroma(store: WorkStore, output: str, region: tuple[slice, slice], ab: np.ndarray,
+def _put_chroma(store: WorkStore, output: Output, region: tuple[slice, slice], ab: np.ndarray,
                 gray: np.ndarray | None = None) -> np.ndarray | None:
     """Store full-resolution chroma of ``region``: as ``ab`` (``output`` "ab": tests, eval)
     or composed with the original L (``gray``, read from the store when not given) into
     ``rgb``; returns the RGB pixels (None for ``ab``)."""
-    if output == "ab":
+    if output == Output.AB:
         store.array("ab", "r+")[region] = ab
         return None
     out = store.array("rgb", "r+")
@@ -143,10 +143,9 @@ def compose_chunk(store: WorkStore, plan: Plan, small: Plan, k: int, r: int, c: 
     src = store.array("ab_small")[ylo:yhi, xlo:xhi]
     ab = upsample_bilinear(src, (ylo, xlo), k, (by.start, by.stop), (bx.start, bx.stop),
                            (small.height, small.width))
-    attrs = store.attrs
-    rgb = _put_chroma(store, attrs["output"],
+    rgb = _put_chroma(store, store.modes.output,
                       (slice(by.start, by.stop), slice(bx.start, bx.stop)), ab)
-    if attrs.get("tiff_tiles"):
-        encode_chunk(store, attrs, plan, r, c, rgb)
+    if store.modes.tiff_tiles:
+        encode_chunk(store, plan, r, c, rgb)
     store.mark_done("compose", r, c)
     return int(ab.shape[0] * ab.shape[1])

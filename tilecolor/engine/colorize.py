@@ -30,7 +30,7 @@ from tilecolor.core.tiling import (
 )
 from tilecolor.engine.blend import encode_chunk, finished_by_map, put_blended
 from tilecolor.engine.hints import HintField, hint_planes
-from tilecolor.engine.store import WorkStore
+from tilecolor.engine.store import Modes, WorkStore
 from tilecolor.engine.tiles import NetInputs, Predict, accumulate, pad_to_tile
 from tilecolor.engine.tiles import windows as _windows
 from tilecolor.io.read import ImageInfo, read_tiff_region
@@ -52,7 +52,7 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     from the next batch on once the store holds that hint (:meth:`WorkStore.set_threads`:
     cores fell idle at the end of the run)."""
     t0 = time.perf_counter()
-    attrs = store.attrs
+    modes = store.modes
     by, bx = plan.rows[r], plan.cols[c]
     oy = tile_origins(plan.height, plan.tile, plan.stride)[by.first : by.last]
     ox = tile_origins(plan.width, plan.tile, plan.stride)[bx.first : bx.last]
@@ -62,7 +62,7 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
         store.mark_done("map", r, c)
         return {"tiles": 0, "seconds": time.perf_counter() - t0, "generator_seconds": 0.0,
                 "generator_cpu_seconds": 0.0}
-    inputs = _footprint_inputs(store, attrs, plan, by, bx, source, planes, hint)
+    inputs = _footprint_inputs(store, modes, plan, by, bx, source, planes, hint)
     shape = inputs.shape
     # where the owned tiles cut the footprint exactly (stride = tile), each sum is a single
     # tile's value: written, not added to zeros (a 32 MB fill and a read less per block)
@@ -75,27 +75,27 @@ def map_block(store: WorkStore, plan: Plan, blend: Blend, r: int, c: int, batch_
     iy, ix = interior(plan.rows, r), interior(plan.cols, c)
     inner = (slice(iy.start - by.start, iy.stop - by.start),
              slice(ix.start - bx.start, ix.stop - bx.start))
-    whole = finished_by_map(attrs, plan, r, c)
+    whole = finished_by_map(modes, plan, r, c)
     if iy.stop > iy.start and ix.stop > ix.start:
-        rgb = put_blended(store, attrs, plan, blend, (iy, ix), acc[:, inner[0], inner[1]],
+        rgb = put_blended(store, plan, blend, (iy, ix), acc[:, inner[0], inner[1]],
                            None if gray is None else gray[inner], keep=not whole)
         if whole:
-            encode_chunk(store, attrs, plan, r, c, rgb)
+            encode_chunk(store, plan, r, c, rgb)
             store.mark_done("reduce", r, c)
-    _write_bands(store, attrs, acc, r, c, inner)
+    _write_bands(store, acc, r, c, inner)
     store.mark_done("map", r, c)
     return {"tiles": stats.tiles, "seconds": time.perf_counter() - t0,
             "generator_seconds": stats.generator_seconds,
             "generator_cpu_seconds": stats.generator_cpu_seconds}
 
 
-def _footprint_inputs(store: WorkStore, attrs: dict, plan: Plan, by, bx,
+def _footprint_inputs(store: WorkStore, modes: Modes, plan: Plan, by, bx,
                       source: ImageInfo | None, planes: tuple[str, ...],
                       hint: HintField | None) -> NetInputs:
     """The network input planes over block (by, bx)'s footprint on ``plan``'s grid."""
     footprint = (slice(by.start, by.fp_stop), slice(bx.start, bx.fp_stop))
     gray, table, net_in = None, None, None
-    if int(attrs.get("render_factor", 1)) > 1:  # reduced lightness, already L*
+    if modes.factor > 1:  # reduced lightness, already L*
         net_in = lightness_to_input(store.array("Ls")[footprint])
     else:
         gray = (store.array("L")[footprint] if source is None else
@@ -150,13 +150,13 @@ def _gather_table(gray: np.ndarray, tile: int) -> np.ndarray | None:
     return input_table(gray.dtype)
 
 
-def _write_bands(store: WorkStore, attrs: dict, acc: np.ndarray, r: int, c: int,
+def _write_bands(store: WorkStore, acc: np.ndarray, r: int, c: int,
                  inner: tuple[slice, slice]) -> None:
     """Store the partial sums of the footprint outside the interior ``inner`` (footprint
     coordinates): the rows above and below it, full width, in ``partial_rows``; the
     columns left and right of it, interior rows only, in ``partial_cols``. An empty
     interior along one axis (never for a block that owns a tile) puts all of it in one."""
-    fy, fx = store.footprint(attrs)
+    fy, fx = store.modes.footprint
     (a, b), (left, right) = (inner[0].start, inner[0].stop), (inner[1].start, inner[1].stop)
     fh, fw = acc.shape[1:]
     for name, pieces in (("partial_rows", ((0, a, 0, fw), (b, fh, 0, fw))),

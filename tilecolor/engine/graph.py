@@ -145,9 +145,8 @@ def submit_image(client, info: ImageInfo, store: WorkStore, settings: Settings,
     ingested, done, reduced, composed = (store.blocks_done(stage) for stage in STAGES)
     # chunks their own block finishes (and encodes) in its map task: no blend task, and
     # for a TIFF input no ingest task either (the map task reads its region itself)
-    attrs = store.attrs
     by_map = {(r, c) for r in range(ny) for c in range(nx)
-              if finished_by_map(attrs, small, r, c)}
+              if finished_by_map(store.modes, small, r, c)}
     feeder = Feeder(client)
     variables: dict[tuple[int, int], str] = {}  # chunk -> the writer's Variable for it
     if dest is not None:

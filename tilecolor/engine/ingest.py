@@ -28,7 +28,7 @@ def ingest_region(info: ImageInfo, store: WorkStore, plan: Plan, r: int | None,
         pixels = read_tiff_region(info.path, by.start, by.stop, bx.start, bx.stop,
                                   page=info.page)
     store.array("L", "r+")[y0 : y0 + pixels.shape[0], x0 : x0 + pixels.shape[1]] = pixels
-    k = int(store.attrs.get("render_factor", 1))
+    k = store.modes.factor
     lightness = gray_to_lightness(pixels) if k > 1 or context is not None else None
     if context is not None:  # blocks are multiples of its step, as of k below
         add_to_copy(store, context, lightness, y0, x0)

@@ -43,6 +43,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +87,59 @@ def _rounded(length: int, chunk: int) -> int:
     return -(-length // chunk) * chunk
 
 
-class WorkStore:
-    """Handle on a working store; cheap to pickle (it only holds the path)."""
+class Output(StrEnum):
+    """What a store's finished pixels are: RGB composed with L, or chroma (tests, eval)."""
 
-    def __init__(self, path: str | Path) -> None:
+    RGB = "rgb"
+    AB = "ab"
+
+
+@dataclass(frozen=True)
+class Modes:
+    """How an image's tasks use its working store, decided on the driver when the store is
+    planned (:meth:`of`) and handed to every task with the store's handle. The store's
+    attrs record the same values, for resume checks only: no task reads them back."""
+
+    block: int  #: full-resolution block side (the writer's rows of chunks)
+    factor: int = 1  #: chroma rendered on a grid ``factor`` times coarser (render_scale 1/k)
+    output: Output = Output.RGB
+    tiff_tiles: bool = False  #: the tasks finishing each chunk encode its TIFF tiles
+    level1: bool = False  #: ... and its level-1 (half-size) pixels and tiles
+    footprint: tuple[int, int] = (0, 0)  #: (Fy, Fx): where block (r, c)'s partial sums start
+
+    @classmethod
+    def of(cls, plan: Plan, render: Plan | None = None, output: str = "rgb",
+           tiff_tiles: bool = False) -> Modes:
+        """The modes of a store for ``plan`` (``render``: the generator's grid, when chroma
+        is rendered at reduced scale) with ``output`` pixels and, for a TIFF output,
+        ``tiff_tiles``."""
+        render = render or plan
+        fy, fx = footprint_capacity(render.rows), footprint_capacity(render.cols)
+        qy, qx = min(PARTIAL_CHUNK, fy), min(PARTIAL_CHUNK, fx)
+        # a block's partial sums start on a chunk edge
+        return cls(block=plan.block, factor=plan.block // render.block, output=Output(output),
+                   tiff_tiles=tiff_tiles,
+                   level1=tiff_tiles and len(pyramid_shapes(plan.height, plan.width)) > 1,
+                   footprint=(_rounded(fy, qy), _rounded(fx, qx)))
+
+
+class WorkStore:
+    """Handle on a working store and its :class:`Modes`; cheap to pickle (the path and
+    the modes)."""
+
+    def __init__(self, path: str | Path, modes: Modes | None = None) -> None:
         self.path = Path(path)
+        self._modes = modes
 
     def __reduce__(self):
-        return (WorkStore, (str(self.path),))
+        return (WorkStore, (str(self.path), self._modes))
+
+    @property
+    def modes(self) -> Modes:
+        """The modes the driver planned this store with."""
+        if self._modes is None:
+            raise ValueError(f"working store {self.path} was opened without its modes")
+        return self._modes
 
     @classmethod
     def create(cls, path: str | Path, plan: Plan, dtype: str, *, output: str = "rgb",
@@ -109,6 +156,9 @@ class WorkStore:
         (:attr:`tilecolor.engine.hints.ContextPass.copy_shape`), or None without a context pass.
         """
 
+        if output not in tuple(Output):
+            raise ValueError(f"output must be 'rgb' or 'ab', got {output!r}")
+        output = Output(output)
         if tiff_tiles and (output != "rgb" or not chunk_aligned(plan.block)):
             raise ValueError(f"tiff_tiles needs rgb output and a block that is a multiple of "
                              f"{2 * OUTPUT_TILE}, got {output!r} and {plan.block}")
@@ -117,9 +167,9 @@ class WorkStore:
         render = render or plan
         k = plan.block // render.block
         rows, cols = render.rows, render.cols
-        fy, fx = footprint_capacity(rows), footprint_capacity(cols)
+        modes = Modes.of(plan, render, output, tiff_tiles)
+        fy, fx = modes.footprint
         qy, qx = min(PARTIAL_CHUNK, fy), min(PARTIAL_CHUNK, fx)
-        fy, fx = _rounded(fy, qy), _rounded(fx, qx)  # a block's sums start on a chunk edge
         h, w, b = plan.height, plan.width, plan.block
         group.create_array("L", shape=(h, w), chunks=(min(b, h), min(b, w)), dtype=dtype,
                            fill_value=0, compressors=_FAST)
@@ -148,24 +198,21 @@ class WorkStore:
         if output == "rgb":
             group.create_array("rgb", shape=(h, w, 3), chunks=(min(cy, h), min(cx, w), 3),
                                dtype=dtype, fill_value=0, compressors=None)
-        elif output == "ab":
+        else:
             group.create_array("ab", shape=(h, w, 2), chunks=(min(cy, h), min(cx, w), 2),
                                dtype="float32", fill_value=0.0)
-        else:
-            raise ValueError(f"output must be 'rgb' or 'ab', got {output!r}")
         shapes = pyramid_shapes(h, w)
-        level1 = tiff_tiles and len(shapes) > 1
-        if level1:
+        if modes.level1:
             (h1, w1), (cy, cx) = shapes[1], output_chunks(b // 2)
             group.create_array("rgb1", shape=(h1, w1, 3), chunks=(min(cy, h1), min(cx, w1), 3),
                                dtype=dtype, fill_value=0, compressors=None)
         if tiff_tiles:
             (path / "tiles").mkdir()
-        group.attrs.update({"footprint": [fy, fx], "output": output, "render_factor": k,
+        group.attrs.update({"footprint": [fy, fx], "output": str(output), "render_factor": k,
                             "layout": LAYOUT, "block": b, "tiff_tiles": tiff_tiles,
-                            "level1": level1,
+                            "level1": modes.level1,
                             **(attrs or {})})
-        return cls(path)
+        return cls(path, modes)
 
     def array(self, name: str, mode: str = "r") -> zarr.Array:
         array = zarr.open_array(str(self.path / name), mode=mode)
@@ -174,12 +221,6 @@ class WorkStore:
     @property
     def attrs(self) -> dict[str, Any]:
         return dict(zarr.open_group(str(self.path), mode="r").attrs)
-
-    def footprint(self, attrs: dict[str, Any] | None = None) -> tuple[int, int]:
-        """(Fy, Fx): where block (r, c)'s partial sums start, in units of r and c (from
-        ``attrs`` when the caller has already read them)."""
-        fy, fx = (attrs or self.attrs)["footprint"]
-        return int(fy), int(fx)
 
     def put_small(self, name: str, values: np.ndarray) -> None:
         """Store a small array whole, as one chunk (replacing any previous one)."""

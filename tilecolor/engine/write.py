@@ -35,12 +35,12 @@ def write_output(store: WorkStore, dest: Path, fmt: str,
     failed chunk task fails the writer with that task's error.
     """
     rgb = store.array("rgb")
-    attrs = store.attrs
-    encoded = fmt == "tiff" and attrs.get("tiff_tiles")
+    modes = store.modes
+    encoded = fmt == "tiff" and modes.tiff_tiles
 
     def write(source, wait_rows=None) -> str:
-        chunked = ChunkedTiles(store.path / "tiles", rgb.shape[:2], int(attrs["block"]),
-                               store.array("rgb1") if attrs.get("level1") else None,
+        chunked = ChunkedTiles(store.path / "tiles", rgb.shape[:2], modes.block,
+                               store.array("rgb1") if modes.level1 else None,
                                wait_rows) if encoded else None
         write_image(source, Path(dest), fmt, scratch=store.path / "pyramid",
                     tmp_dir=store.path, chunked=chunked)

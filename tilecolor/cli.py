@@ -17,6 +17,7 @@ from tilecolor.config import RunConfig
 from tilecolor.core.blending import Blend
 from tilecolor.core.errors import ConfigError, TilecolorError, UsageError, one_line
 from tilecolor.io.formats import FORMATS
+from tilecolor.model.predict import PRECISIONS, Device
 
 log = logging.getLogger("tilecolor")
 
@@ -76,7 +77,7 @@ def _quick_exit() -> None:
 @click.option("--tile", default=_D.tile, show_default=True, help="Tile side in pixels.")
 @click.option("--stride", default=_D.stride, show_default=True,
               help="Step between tiles, 0 < stride <= tile (the paper: 32 and 256).")
-@click.option("--blend", type=click.Choice([b.value for b in Blend]), default=_D.blend,
+@click.option("--blend", type=click.Choice([b.value for b in Blend]), default=str(_D.blend),
               show_default=True, help="How overlaps are merged.")
 @click.option("--block", default=_D.block, show_default=True,
               help="Pixels per side of a Dask block (memory per task scales with it).")
@@ -100,10 +101,10 @@ def _quick_exit() -> None:
                    "CPU, one per two cores (at most 8, sharing the GPU) on CUDA; at most "
                    "one per 1.5 GiB of available memory].")
 @click.option("--threads", type=int, help="torch threads per worker [default: cores/workers].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=_D.device,
+@click.option("--device", type=click.Choice([d.value for d in Device]), default=str(_D.device),
               show_default=True, help="cuda: inference tasks ask for the GPU=1 resource.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              default=_D.precision, show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              default=str(_D.precision), show_default=True,
               help="Generator arithmetic on CUDA (autocast); auto: bf16 on CUDA, fp32 on CPU "
                    "(the only one it runs).")
 @click.option("--scheduler", help="Address of an existing Dask scheduler (tcp://host:8786).")
@@ -195,19 +196,19 @@ def train(ctx: click.Context) -> None:
               show_default=True, help="Folder for eval.json and sheet.png.")
 @click.option("--tile", default=_D.tile, show_default=True, help="Tile side in pixels.")
 @click.option("--stride", default=_D.stride, show_default=True, help="Step between tiles.")
-@click.option("--blend", type=click.Choice([b.value for b in Blend]), default=_D.blend,
+@click.option("--blend", type=click.Choice([b.value for b in Blend]), default=str(_D.blend),
               show_default=True, help="How overlaps are merged.")
 @click.option("--block", default=_D.block, show_default=True, help="Pixels per side of a block.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Tiles per generator call [default: 8 on CPU, 32 on CUDA].")
 @click.option("--threads", type=int, help="torch threads of the worker [default: all cores].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=_D.device,
+@click.option("--device", type=click.Choice([d.value for d in Device]), default=str(_D.device),
               show_default=True)
 @click.option("--context", type=click.IntRange(min=0), default=_D.context, show_default=True,
               help="Longer side of the global context pass (checkpoints with hint planes); "
                    "0 turns it off.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              default=_D.precision, show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              default=str(_D.precision), show_default=True,
               help="Generator arithmetic, as for `run` (auto: bf16 on CUDA and on CPUs with "
                    "native bf16).")
 @click.option("--max-side", type=click.IntRange(min=16),

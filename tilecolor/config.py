@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from tilecolor.cluster.config import ClusterConfig
 from tilecolor.core.blending import Blend
 from tilecolor.core.errors import ConfigError
-from tilecolor.io.formats import FORMATS
-from tilecolor.model.predict import PRECISIONS
+from tilecolor.io.formats import OutputFormat
+from tilecolor.model.predict import Device, Precision
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,16 @@ class RunConfig:
     checkpoint: str | None = None
     tile: int = 256
     stride: int = 128
-    blend: str = "cosine"
+    blend: Blend = Blend.COSINE
     block: int = 2048
     batch_size: int | None = None  #: None: predict.default_batch_size(device)
     render_scale: float = 1.0
     context: int = 256  #: longer side of the context pass's copy (hints.DEFAULT_CONTEXT); 0 off
     hint: str | None = None  #: guided mode: a reference image, or a folder of them
-    format: str | None = None
+    format: OutputFormat | None = None
     overwrite: bool = False
-    device: str = "cpu"
-    precision: str = "auto"  #: predict.resolve_precision: bf16 on CUDA, fp32 on CPU
+    device: Device = Device.CPU
+    precision: Precision = Precision.AUTO  #: predict.resolve_precision: bf16 on CUDA, fp32 on CPU
     report: str | None = None
     max_pixels: int = 2**33  #: larger inputs are rejected (validate.DEFAULT_MAX_PIXELS)
     page: int = 0  #: page of multi-page TIFFs
@@ -46,14 +47,11 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
-        if self.blend not in {b.value for b in Blend}:
-            _bad("blend", self.blend)
-        if self.format is not None and self.format not in FORMATS:
-            _bad("format", self.format)
-        if self.device not in ("cpu", "cuda"):
-            _bad("device", self.device)
-        if self.precision not in PRECISIONS:
-            _bad("precision", self.precision)
+        for key, kind in (("blend", Blend), ("format", OutputFormat), ("device", Device),
+                          ("precision", Precision)):
+            value = getattr(self, key)
+            if value is not None or key != "format":
+                object.__setattr__(self, key, _enum(kind, key, value))
         if self.context < 0:
             _bad("context", self.context)
         object.__setattr__(self, "input", tuple(self.input))
@@ -61,6 +59,16 @@ class RunConfig:
 
 def _bad(key: str, value: Any) -> None:
     raise ConfigError(f"invalid value for {key!r}: {value!r}")
+
+
+def _enum(kind: type[StrEnum], key: str, value: Any) -> StrEnum:
+    """``value`` as a member of ``kind``; ConfigError naming it otherwise."""
+    if isinstance(value, StrEnum) and not isinstance(value, kind):
+        _bad(key, value)
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        _bad(key, getattr(value, "value", value))
 
 
 _TYPES = {int: "an integer", str: "a string", bool: "true or false"}

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from tilecolor.core.errors import ConfigError
 
-CLUSTER_KINDS = ("local", "address", "slurm", "pbs")
+
+class ClusterKind(StrEnum):
+    """Where the graph runs: the embedded LocalCluster, an existing scheduler, or batch
+    jobs through dask-jobqueue."""
+
+    LOCAL = "local"
+    ADDRESS = "address"
+    SLURM = "slurm"
+    PBS = "pbs"
+
+
+CLUSTER_KINDS = tuple(k.value for k in ClusterKind)
 
 
 @dataclass(frozen=True)
@@ -20,7 +32,7 @@ class ClusterConfig:
     ``GPU=1``) and ``walltime``, to ``queue`` (and ``account``), with extra scheduler directives.
     """
 
-    kind: str = "local"
+    kind: ClusterKind = ClusterKind.LOCAL
     address: str | None = None
     workers: int | None = None
     threads: int | None = None
@@ -42,6 +54,7 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS:
             raise ConfigError(f"cluster.kind must be one of {CLUSTER_KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "kind", ClusterKind(self.kind))
         if self.kind == "address" and not self.address:
             raise ConfigError("cluster.kind = 'address' needs cluster.address")
         for name in ("workers", "cores", "jobs"):

@@ -5,12 +5,22 @@ Every module that needs a format's name, extension or size limit reads it here.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from tilecolor.core.errors import OutputError
 
-#: Output formats (``--format``); ``zarr`` is an OME-Zarr folder
-FORMATS = ("tiff", "png", "jpeg", "zarr")
+
+class OutputFormat(StrEnum):
+    """Output formats (``--format``); ``zarr`` is an OME-Zarr folder."""
+
+    TIFF = "tiff"
+    PNG = "png"
+    JPEG = "jpeg"
+    ZARR = "zarr"
+
+
+FORMATS = tuple(f.value for f in OutputFormat)
 #: An output's extension, where it is not the input's own (:func:`output_path`)
 EXTENSIONS = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg", "zarr": ".ome.zarr"}
 #: Input extensions and the format each names (the file's magic bytes decide: probe)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,25 @@ from tilecolor.model.checkpoint import (
 )
 from tilecolor.model.hardware import cpu_has_native_bf16
 
-#: The generator's arithmetic (``--precision``): auto picks one for the device
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+class Device(StrEnum):
+    """Where the generator runs (``--device``); ``cuda`` tasks ask for the GPU resource."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Precision(StrEnum):
+    """The generator's arithmetic (``--precision``); ``auto`` picks one for the device
+    (:func:`resolve_precision`)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+PRECISIONS = tuple(p.value for p in Precision)
 
 _CACHE: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
@@ -133,7 +151,7 @@ def make_predictor(checkpoint: str | Path, *, device: str = "cpu", precision: st
                               multiple, input_planes(meta))
 
 
-def resolve_precision(device: str, precision: str = "auto") -> str:
+def resolve_precision(device: str, precision: str = "auto") -> Precision:
     """The generator's arithmetic. ``auto`` is bf16 on CUDA and on a CPU with native bf16
     (AVX512_BF16 or AMX, where it is faster than fp32), fp32 on other
     CPUs (where bf16 is emulated and slower). bf16 keeps fp32's range, so it cannot
@@ -141,11 +159,12 @@ def resolve_precision(device: str, precision: str = "auto") -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got "
                           f"precision={precision!r}")
-    if precision == "auto":
-        return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
-    if precision == "fp16" and not device.startswith("cuda"):
+    if precision == Precision.AUTO:
+        native = device.startswith("cuda") or cpu_has_native_bf16()
+        return Precision.BF16 if native else Precision.FP32
+    if precision == Precision.FP16 and not device.startswith("cuda"):
         raise ConfigError("precision fp16 needs device cuda (the CPU path runs fp32 or bf16)")
-    return precision
+    return Precision(precision)
 
 
 def available_cores() -> int:

@@ -97,13 +97,8 @@ class _Run:
         from tilecolor.batch.safety import check_output_dir, input_folders
         from tilecolor.cluster.client import security_for
         from tilecolor.cluster.workers import default_workers, inference_resources
-        from tilecolor.engine.settings import Settings
         from tilecolor.io.validate import InputPolicy
-        from tilecolor.model.predict import (
-            default_batch_size,
-            default_threads,
-            resolve_precision,
-        )
+        from tilecolor.model.predict import default_threads, resolve_precision
 
         self.spec, self.progress, self.echo, self.client = spec, progress, echo, client
         with _usage():
@@ -111,11 +106,7 @@ class _Run:
             self.security = security_for(spec.cluster) if client is None else None
             self.precision = resolve_precision(spec.device, spec.precision)
             kind = spec.cluster.kind if client is None else "address"  # its own workers
-            self.settings = Settings(
-                tile=spec.tile, stride=spec.stride, blend=spec.blend, block=spec.block,
-                batch_size=default_batch_size(spec.device, spec.batch_size),
-                render_scale=spec.render_scale, context=spec.context,
-                resources=inference_resources(spec.device, kind))
+            self.settings = spec.settings(inference_resources(spec.device, kind))
             self.inputs = find_inputs(list(spec.input))
             if not self.inputs:
                 raise UsageError(f"no TIFF, PNG or JPEG images in {', '.join(spec.input)}")

@@ -17,6 +17,7 @@ from typing import Any
 from tilecolor.cluster.config import ClusterConfig
 from tilecolor.core.blending import Blend
 from tilecolor.core.errors import ConfigError
+from tilecolor.engine.settings import Settings
 from tilecolor.io.formats import OutputFormat
 from tilecolor.model.predict import Device, Precision
 
@@ -28,13 +29,14 @@ class RunConfig:
     input: tuple[str, ...] = ()
     output: str | None = None
     checkpoint: str | None = None
-    tile: int = 256
-    stride: int = 128
-    blend: Blend = Blend.COSINE
-    block: int = 2048
+    # the engine's settings, with its defaults (Settings states them once)
+    tile: int = Settings.tile
+    stride: int = Settings.stride
+    blend: Blend = Settings.blend
+    block: int = Settings.block
     batch_size: int | None = None  #: None: predict.default_batch_size(device)
-    render_scale: float = 1.0
-    context: int = 256  #: longer side of the context pass's copy (hints.DEFAULT_CONTEXT); 0 off
+    render_scale: float = Settings.render_scale
+    context: int = Settings.context  #: longer side of the context pass's copy; 0 off
     hint: str | None = None  #: guided mode: a reference image, or a folder of them
     format: OutputFormat | None = None
     overwrite: bool = False
@@ -55,6 +57,17 @@ class RunConfig:
         if self.context < 0:
             _bad("context", self.context)
         object.__setattr__(self, "input", tuple(self.input))
+
+
+    def settings(self, resources: dict[str, float] | None = None) -> Settings:
+        """The engine's :class:`Settings` of this run (the batch size resolved for the
+        device); ConfigError names a value the engine cannot run."""
+        from tilecolor.model.predict import default_batch_size
+
+        return Settings(tile=self.tile, stride=self.stride, blend=self.blend, block=self.block,
+                        batch_size=default_batch_size(self.device, self.batch_size),
+                        render_scale=self.render_scale, context=self.context,
+                        resources=resources)
 
 
 def _bad(key: str, value: Any) -> None:

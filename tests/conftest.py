@@ -93,3 +93,17 @@ def wait_for_cluster(address: str, security=None, timeout: float = 60) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def write_input(directory: Path, img: np.ndarray, fmt: str = "tiff") -> Path:
+    """``img`` as ``directory/in.tif`` (tiled 16 px where it fits) or ``in.png``."""
+    import tifffile
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ("in.tif" if fmt == "tiff" else "in.png")
+    if fmt == "tiff":
+        tifffile.imwrite(path, img, tile=(16, 16) if min(img.shape) >= 16 else None)
+    else:
+        Image.fromarray(img).save(path)
+    return path

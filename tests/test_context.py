@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from conftest import smooth_image
+from conftest import smooth_image, write_input
 from PIL import Image
 from test_hints import affine4, whole_planes
 
@@ -37,12 +37,7 @@ def test_context_factor_is_the_smallest_power_of_two_that_fits(h, w, size, k):
 
 
 def run_context(client, tmp_path, img, settings, predict, fmt="tiff"):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / ("in.tif" if fmt == "tiff" else "in.png")
-    if fmt == "tiff":
-        tifffile.imwrite(path, img, tile=(16, 16) if min(img.shape) >= 16 else None)
-    else:
-        Image.fromarray(img).save(path)
+    path = write_input(tmp_path, img, fmt)
     h, w = img.shape
     ctx = settings.context_pass(h, w)
     store = WorkStore.create(tmp_path / "work.zarr", settings.plan(h, w), "uint8",

@@ -9,9 +9,8 @@ import pickle
 import numpy as np
 import pytest
 import tifffile
-from conftest import smooth_image
+from conftest import smooth_image, write_input
 from distributed import wait
-from PIL import Image
 
 from tilecolor.core.color import compose_rgb, gray_to_lightness, lightness_to_input
 from tilecolor.core.tiling import interior
@@ -32,12 +31,7 @@ def identity(x: np.ndarray) -> np.ndarray:
 
 
 def run_engine(client, tmp_path, img, settings, predict, output="ab", fmt="tiff"):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / ("in.tif" if fmt == "tiff" else "in.png")
-    if fmt == "tiff":
-        tifffile.imwrite(path, img, tile=(16, 16) if min(img.shape) >= 16 else None)
-    else:
-        Image.fromarray(img).save(path)
+    path = write_input(tmp_path, img, fmt)
     info = probe(path)
     store = WorkStore.create(tmp_path / "work.zarr", settings.plan(*img.shape), info.dtype,
                              output=output)

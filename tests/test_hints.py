@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tifffile
-from conftest import smooth_image
+from conftest import smooth_image, write_input
 
 from tilecolor.core.color import gray_to_lightness, lightness_to_input
 from tilecolor.core.planes import HINTED, L_ONLY
@@ -52,14 +51,7 @@ def whole_planes(lightness: np.ndarray, field: np.ndarray | None,
 
 def run_hinted(client, tmp_path, img, settings, predict, field=None, scale=(1.0, 1.0),
                fmt="tiff"):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / ("in.tif" if fmt == "tiff" else "in.png")
-    if fmt == "tiff":
-        tifffile.imwrite(path, img, tile=(16, 16) if min(img.shape) >= 16 else None)
-    else:
-        from PIL import Image
-
-        Image.fromarray(img).save(path)
+    path = write_input(tmp_path, img, fmt)
     h, w = img.shape
     store = WorkStore.create(tmp_path / "work.zarr", settings.plan(h, w), "uint8",
                              output="ab", render=settings.render_plan(h, w))

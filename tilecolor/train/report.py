@@ -54,18 +54,15 @@ def evaluate(generator: nn.Module, val: crops.ValidationSet, device: torch.devic
         with amp():
             return torch.cat([generator(b.to(device)).float().cpu() for b in x.split(8)])
 
-    blank = torch.zeros_like(val.hints) if hinted else None
-    pred = run(blank)
+    pred = run(torch.zeros_like(val.hints) if hinted else None)
+    guided = run(val.hints) if hinted else None
     generator.train(was_training)
     de, de_gray = crops.ciede2000_vs_gray(val.lightness, pred, val.ab, val.valid)
     valid = val.valid.expand_as(val.ab)
     metrics = {"val_de": de, "val_de_gray": de_gray,
                "val_ab_l1": float((pred - val.ab).abs()[valid].mean() * AB_SCALE),
                "val_gray_ab_l1": float(val.ab.abs()[valid].mean() * AB_SCALE)}
-    if hinted:
-        generator.eval()
-        guided = run(val.hints)
-        generator.train(was_training)
+    if guided is not None:
         metrics["val_de_hinted"] = crops.ciede2000_vs_gray(val.lightness, guided, val.ab,
                                                            val.valid)[0]
         metrics["val_de_bilinear"] = crops.ciede2000_vs_gray(val.lightness, val.hints[:, :2],
